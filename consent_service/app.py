@@ -1,0 +1,100 @@
+"""The application factory: it reads like a table of contents."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from flask import Flask, Response, g, request
+from flask_smorest import Api
+from werkzeug.exceptions import HTTPException
+
+from consent_service.api import consents, decisions, events, health
+from consent_service.api.context import ServiceState
+from consent_service.api.parsing import JSON_TYPES, SafeJSONProvider
+from consent_service.api.problems import (
+    handle_domain_error,
+    handle_http_exception,
+    handle_unexpected,
+    problem,
+)
+from consent_service.config import Settings
+from consent_service.db.session import Database
+from consent_service.services.errors import DomainError
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, database: Database | None = None) -> Flask:
+    """Build the WSGI app (``gunicorn 'consent_service:create_app()'``)."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.json = SafeJSONProvider(app)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        API_TITLE="consent-service",
+        API_VERSION="1.0.0",
+        OPENAPI_VERSION="3.1.0",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_REDOC_PATH="docs",
+        OPENAPI_REDOC_URL="https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
+        PROPAGATE_EXCEPTIONS=False,
+    )
+    app.extensions["consent_service"] = ServiceState(
+        settings=settings, database=database or Database(settings.database_url)
+    )
+    register_request_hooks(app)
+    api = register_blueprints(app)
+    register_errorhandlers(app, api)
+    return app
+
+
+def register_blueprints(app: Flask) -> Api:
+    api = Api(app, spec_kwargs={"info": {"description": API_DESCRIPTION}})
+    api.spec.components.security_scheme(
+        "bearer", {"type": "http", "scheme": "bearer", "description": "API key"}
+    )
+    api.spec.options["security"] = [{"bearer": []}]
+    for blueprint in (consents.blp, decisions.blp, events.blp):
+        api.register_blueprint(blueprint)
+    app.register_blueprint(health.blp)
+    return api
+
+
+def register_errorhandlers(app: Flask, api: Api) -> None:
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(DomainError, handle_domain_error)
+    app.register_error_handler(Exception, handle_unexpected)
+
+
+def register_request_hooks(app: Flask) -> None:
+    @app.before_request
+    def assign_request_id() -> Response | None:
+        incoming = request.headers.get("X-Request-Id", "")
+        g.request_id = incoming if _is_safe_request_id(incoming) else str(uuid.uuid4())
+        is_api_write = request.method in ("POST", "PATCH", "PUT") and request.path.startswith(
+            "/v1/"
+        )
+        if is_api_write and request.content_length != 0 and request.mimetype not in JSON_TYPES:
+            return problem(415, "Unsupported Media Type", "Send application/json.")
+        return None
+
+    @app.after_request
+    def add_standard_headers(response: Response) -> Response:
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if request.path.startswith("/v1/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+
+def _is_safe_request_id(value: str) -> bool:
+    return 0 < len(value) <= 64 and all(c.isalnum() or c in "-_." for c in value)
+
+
+API_DESCRIPTION = (
+    "Records, amends, revokes, expires and versions patients' consents to share health data "
+    "with a named practitioner, and answers whether a practitioner may see a category of a "
+    "patient's data for a purpose at an instant. Errors are application/problem+json."
+)

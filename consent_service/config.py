@@ -1,0 +1,131 @@
+"""One ``Settings`` object, read from ``CONSENT_*`` environment variables.
+
+A bad value stops start-up with one line naming the variable, rather than a
+traceback from deep inside a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CATEGORIES = (
+    "identity",
+    "medical-history",
+    "dental-chart",
+    "radiographs",
+    "treatment-plan",
+    "prescriptions",
+    "billing",
+)
+DEFAULT_PURPOSES = ("care-coordination", "referral", "second-opinion", "emergency")
+TOPIC_MODES = ("single", "per-organization")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///consent.db"
+    kafka_bootstrap_servers: tuple[str, ...] = ()
+    kafka_topic: str = "consent.events"
+    kafka_topic_mode: str = "single"
+    secret_keys: tuple[str, ...] = field(default_factory=tuple)
+    rate_limits: str = "default"
+    categories: tuple[str, ...] = DEFAULT_CATEGORIES
+    purposes: tuple[str, ...] = DEFAULT_PURPOSES
+    max_body_bytes: int = 256 * 1024
+    outbox_lag_threshold_seconds: float = 60.0
+    is_dev_secret_key: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every ``CONSENT_*`` variable."""
+        env = os.environ if environ is None else environ
+        database_url = env.get("CONSENT_DATABASE_URL", cls.database_url).strip()
+        try:
+            url = make_url(database_url)
+        except ArgumentError as exc:
+            raise ConfigError(f"CONSENT_DATABASE_URL: not a database URL ({exc})") from None
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ConfigError("CONSENT_DATABASE_URL: only sqlite:// and postgresql:// URLs")
+        if url.get_backend_name() == "postgresql" and url.drivername == "postgresql":
+            database_url = url.set(drivername="postgresql+psycopg").render_as_string(
+                hide_password=False
+            )
+
+        topic_mode = env.get("CONSENT_KAFKA_TOPIC_MODE", cls.kafka_topic_mode).strip()
+        if topic_mode not in TOPIC_MODES:
+            raise ConfigError(f"CONSENT_KAFKA_TOPIC_MODE: must be one of {', '.join(TOPIC_MODES)}")
+
+        keys = _split(env.get("CONSENT_SECRET_KEYS", ""))
+        is_dev_key = not keys
+        if is_dev_key:
+            keys = (secrets.token_urlsafe(32),)
+            log.warning(
+                "CONSENT_SECRET_KEYS is unset: using a random development key; "
+                "signed links will break at restart. Never run like this in production."
+            )
+        elif any(len(key) < 16 for key in keys):
+            raise ConfigError("CONSENT_SECRET_KEYS: every key must be at least 16 characters")
+
+        return cls(
+            database_url=database_url,
+            kafka_bootstrap_servers=_split(env.get("CONSENT_KAFKA_BOOTSTRAP_SERVERS", "")),
+            kafka_topic=_topic(env.get("CONSENT_KAFKA_TOPIC", cls.kafka_topic)),
+            kafka_topic_mode=topic_mode,
+            secret_keys=keys,
+            rate_limits=env.get("CONSENT_RATE_LIMITS", cls.rate_limits).strip() or "default",
+            categories=_vocabulary(env, "CONSENT_CATEGORIES", DEFAULT_CATEGORIES),
+            purposes=_vocabulary(env, "CONSENT_PURPOSES", DEFAULT_PURPOSES),
+            max_body_bytes=_positive_int(env, "CONSENT_MAX_BODY_BYTES", cls.max_body_bytes),
+            outbox_lag_threshold_seconds=float(
+                _positive_int(env, "CONSENT_OUTBOX_LAG_THRESHOLD_SECONDS", 60)
+            ),
+            is_dev_secret_key=is_dev_key,
+        )
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _topic(value: str) -> str:
+    topic = value.strip()
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+    if not topic or len(topic) > 200 or not set(topic) <= allowed:
+        raise ConfigError("CONSENT_KAFKA_TOPIC: 1-200 characters of [a-zA-Z0-9._-]")
+    return topic
+
+
+def _vocabulary(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    if name not in env:
+        return default
+    words = _split(env[name])
+    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-")
+    if not words or any(not set(word) <= allowed or len(word) > 64 for word in words):
+        raise ConfigError(f"{name}: a comma-separated list of lowercase words (a-z, 0-9, -)")
+    return words
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: must be a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name}: must be positive, got {value}")
+    return value

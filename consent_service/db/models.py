@@ -1,0 +1,172 @@
+"""Tables of the consent core.
+
+Integrity lives here, in constraints: a version number is unique per consent,
+a consent's current version can only move by compare-and-set, an idempotency
+key is unique per client, an outbox position is unique.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from consent_service.db.base import Base, UTCDateTime
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class ApiClient(Base):
+    """A partner's credentials: an organization, its scopes and a hashed key."""
+
+    __tablename__ = "api_clients"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    organization: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    key_prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Consent(Base):
+    """The current state of one consent; its history is in ``consent_versions``."""
+
+    __tablename__ = "consents"
+    __table_args__ = (
+        CheckConstraint("decision IN ('permit', 'deny')", name="decision"),
+        CheckConstraint("status IN ('active', 'revoked', 'expired')", name="status"),
+        CheckConstraint("version >= 1", name="version_positive"),
+        CheckConstraint("valid_until IS NULL OR valid_until > valid_from", name="validity"),
+        Index("ix_consents_lookup", "organization", "patient_id", "practitioner_id"),
+        Index("ix_consents_practitioner", "organization", "practitioner_id", "status"),
+        Index("ix_consents_expiry", "status", "valid_until"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    organization: Mapped[str] = mapped_column(String(64))
+    patient_id: Mapped[str] = mapped_column(String(128))
+    practitioner_id: Mapped[str] = mapped_column(String(128))
+    categories: Mapped[list[str]] = mapped_column(JSON)
+    purposes: Mapped[list[str]] = mapped_column(JSON)
+    decision: Mapped[str] = mapped_column(String(8))
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    collection_method: Mapped[str] = mapped_column(String(16))
+    evidence_ref: Mapped[str | None] = mapped_column(String(256))
+    policy_version: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(8))
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ConsentVersion(Base):
+    """An immutable snapshot of a consent after one change."""
+
+    __tablename__ = "consent_versions"
+    __table_args__ = (
+        UniqueConstraint("consent_id", "version"),
+        CheckConstraint("change IN ('granted', 'amended', 'revoked', 'expired')", name="change"),
+        Index(
+            "ix_consent_versions_lookup",
+            "organization",
+            "patient_id",
+            "practitioner_id",
+            "consent_id",
+            "version",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    consent_id: Mapped[str] = mapped_column(ForeignKey("consents.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    organization: Mapped[str] = mapped_column(String(64))
+    patient_id: Mapped[str] = mapped_column(String(128))
+    practitioner_id: Mapped[str] = mapped_column(String(128))
+    categories: Mapped[list[str]] = mapped_column(JSON)
+    purposes: Mapped[list[str]] = mapped_column(JSON)
+    decision: Mapped[str] = mapped_column(String(8))
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    collection_method: Mapped[str] = mapped_column(String(16))
+    evidence_ref: Mapped[str | None] = mapped_column(String(256))
+    policy_version: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    change: Mapped[str] = mapped_column(String(8))
+    actor: Mapped[str] = mapped_column(String(160))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class OutboxEvent(Base):
+    """A CloudEvent waiting for (or done with) delivery to Kafka.
+
+    ``payload`` is the serialised data, frozen at write time so that a re-send
+    is byte-identical. ``position`` is NULL until the sequencer gives the row
+    its place in the commit-safe order that readers and the relay follow.
+    """
+
+    __tablename__ = "outbox_events"
+    __table_args__ = (
+        Index(
+            "ix_outbox_events_unpositioned",
+            "id",
+            sqlite_where=text("position IS NULL"),
+            postgresql_where=text("position IS NULL"),
+        ),
+        Index("ix_outbox_events_org_position", "organization", "position"),
+        Index(
+            "ix_outbox_events_pending",
+            "position",
+            sqlite_where=text("published_at IS NULL"),
+            postgresql_where=text("published_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    position: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    organization: Mapped[str] = mapped_column(String(64))
+    consent_id: Mapped[str] = mapped_column(String(36))
+    consent_version: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(32))
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class IdempotencyRecord(Base):
+    """The stored answer to a POST made with an ``Idempotency-Key``."""
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (UniqueConstraint("client_id", "key"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    client_id: Mapped[str] = mapped_column(String(36))
+    key: Mapped[str] = mapped_column(String(255))
+    method_path: Mapped[str] = mapped_column(String(512))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[Any] = mapped_column(JSON)
+    response_headers: Mapped[dict[str, str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

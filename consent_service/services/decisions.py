@@ -1,0 +1,114 @@
+"""Answering "may this practitioner see this data, for this purpose, at this instant?".
+
+This is the hot path: it reads with SQLAlchemy Core on one index
+(organization, patient, practitioner) and applies the pure rule of
+``rules.py``. For "now" the current row of each consent is its version in
+force; for another instant the versions of the same consents are read.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from consent_service.db.models import Consent, ConsentVersion
+from consent_service.services.rules import Outcome, decide
+
+_consents = Consent.__table__
+_versions = ConsentVersion.__table__
+
+_CURRENT = select(
+    _consents.c.id.label("consent_id"),
+    _consents.c.version,
+    _consents.c.status,
+    _consents.c.decision,
+    _consents.c.categories,
+    _consents.c.purposes,
+    _consents.c.valid_from,
+    _consents.c.valid_until,
+    _consents.c.updated_at.label("recorded_at"),
+)
+_HISTORY = select(
+    _versions.c.consent_id,
+    _versions.c.version,
+    _versions.c.status,
+    _versions.c.decision,
+    _versions.c.categories,
+    _versions.c.purposes,
+    _versions.c.valid_from,
+    _versions.c.valid_until,
+    _versions.c.recorded_at,
+).order_by(_versions.c.consent_id, _versions.c.version)
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    patient_id: str
+    practitioner_id: str
+    category: str
+    purpose: str
+    at: datetime | None = None
+
+
+def decide_one(
+    connection: Connection, *, organization: str, question: Question, now: datetime
+) -> Outcome:
+    """The decision for one question over this organization's consents."""
+    return decide_many(connection, organization=organization, questions=[question], now=now)[0]
+
+
+def decide_many(
+    connection: Connection, *, organization: str, questions: Sequence[Question], now: datetime
+) -> list[Outcome]:
+    """One decision per question, in order, reading each (patient, practitioner) pair once."""
+    current: dict[tuple[str, str], list[list[Any]]] = {}
+    histories: dict[tuple[str, str], list[list[Any]]] = {}
+    outcomes = []
+    for question in questions:
+        pair = (question.patient_id, question.practitioner_id)
+        if question.at is None:
+            if pair not in current:
+                current[pair] = _current_rows(connection, organization, pair)
+            candidates = current[pair]
+            at = now
+        else:
+            if pair not in histories:
+                histories[pair] = _history_rows(connection, organization, pair)
+            candidates = histories[pair]
+            at = question.at
+        outcomes.append(decide(candidates, question.category, question.purpose, at))
+    return outcomes
+
+
+def _current_rows(
+    connection: Connection, organization: str, pair: tuple[str, str]
+) -> list[list[Any]]:
+    rows = connection.execute(
+        _CURRENT.where(
+            _consents.c.organization == organization,
+            _consents.c.patient_id == pair[0],
+            _consents.c.practitioner_id == pair[1],
+        )
+    ).all()
+    return [[row] for row in rows]
+
+
+def _history_rows(
+    connection: Connection, organization: str, pair: tuple[str, str]
+) -> list[list[Any]]:
+    rows = connection.execute(
+        _HISTORY.where(
+            _versions.c.organization == organization,
+            _versions.c.patient_id == pair[0],
+            _versions.c.practitioner_id == pair[1],
+        )
+    ).all()
+    grouped: dict[str, list[Any]] = defaultdict(list)
+    for row in rows:
+        grouped[row.consent_id].append(row)
+    return list(grouped.values())
