@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from consent_service.api import consents, decisions, events, health
 from consent_service.api.context import ServiceState
+from consent_service.api.metrics import register_metrics
 from consent_service.api.parsing import JSON_TYPES, SafeJSONProvider
 from consent_service.api.problems import (
     handle_domain_error,
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         settings=settings, database=database or Database(settings.database_url)
     )
     register_request_hooks(app)
+    register_metrics(app)
     api = register_blueprints(app)
     register_errorhandlers(app, api)
     return app

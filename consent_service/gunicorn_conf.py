@@ -1,0 +1,164 @@
+"""gunicorn settings for ``consent-service serve``.
+
+Loaded with ``-c python:consent_service.gunicorn_conf``; gunicorn reads the
+module-level names below. Operators tune it with ``CONSENT_WEB_CONCURRENCY``
+(worker processes), ``CONSENT_THREADS`` (threads per worker) and
+``CONSENT_TRUSTED_PROXIES`` (who may set ``X-Forwarded-*``); a bad value
+stops start-up with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from consent_service.metrics import MULTIPROC_DIR_ENV
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def available_cpus(cgroup_root: Path = CGROUP_ROOT) -> int:
+    """CPUs this process may really use.
+
+    ``os.cpu_count()`` reports the node: a pod limited to one CPU on a
+    32-core node would otherwise start 64 workers, each with its own
+    database pool. The affinity mask is capped by the cgroup CPU quota
+    (v2 ``cpu.max``, else v1 ``cpu.cfs_quota_us``), rounded up.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS has no affinity mask
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota(cgroup_root)
+    if quota is not None:
+        cpus = min(cpus, math.ceil(quota))
+    return max(cpus, 1)
+
+
+def _cgroup_cpu_quota(root: Path) -> float | None:
+    try:
+        limit, period = (root / "cpu.max").read_text().split()[:2]
+        return None if limit == "max" else int(limit) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+
+
+def _env_int(name: str, default: int, *, minimum: int = 1, maximum: int = 256) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        sys.exit(f"{name}: must be a whole number, got {raw!r}")
+    if not minimum <= value <= maximum:
+        sys.exit(f"{name}: must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def _trusted_proxies(raw: str) -> str:
+    """Validate ``CONSENT_TRUSTED_PROXIES`` (addresses or CIDRs, or ``*``)."""
+    entries = [part.strip() for part in raw.split(",") if part.strip()]
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry)
+        except ValueError:
+            sys.exit(f"CONSENT_TRUSTED_PROXIES: {entry!r} is not an IP address or CIDR network")
+    return ",".join(entries)
+
+
+# Workers: PERF.md measured sync workers at 2 per core as the best
+# throughput and tail; threads only help when requests wait on I/O.
+workers = _env_int("CONSENT_WEB_CONCURRENCY", 2 * available_cpus())
+threads = _env_int("CONSENT_THREADS", 1, maximum=64)
+worker_class = "sync" if threads == 1 else "gthread"
+
+# Timeouts: a request is killed after 30 s (PostgreSQL statements stop at
+# 10 s); on SIGTERM a worker gets 30 s to finish what it is doing. The
+# chart's terminationGracePeriodSeconds (45) covers this plus preStop.
+timeout = 30
+graceful_timeout = 30
+keepalive = 5
+
+# No recycling by request count: each new worker pid adds files to the
+# Prometheus directory, and a scrape reads them all.
+max_requests = 0
+
+# Forwarded headers: only peers named here may say "this was HTTPS"
+# (X-Forwarded-Proto), which decides the scheme of the form links. Empty
+# trusts nobody; the chart sets the ingress controllers' network.
+forwarded_allow_ips = _trusted_proxies(os.environ.get("CONSENT_TRUSTED_PROXIES", ""))
+secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
+
+# Access log on stdout: the path without its query string (%(U)s, never
+# %(r)s), no request headers at all (so no Authorization), and the request
+# id the app returns, to join with the audit log.
+accesslog = "-"
+errorlog = "-"
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms rid=%({x-request-id}o)s'
+
+proc_name = "consent-service"
+# The pod's root filesystem is read-only: no control socket in $HOME, and
+# worker heartbeats in memory rather than on disk.
+control_socket_disable = True
+worker_tmp_dir = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # noqa: S108 - RAM disk, not a shared temp file
+
+_created_metrics_dirs: list[str] = []
+
+
+def on_starting(server: Any) -> None:
+    """Prepare the Prometheus directory before any worker forks.
+
+    A directory given by the operator is emptied (files from an earlier run
+    would be added to this one's counters); otherwise a fresh one is made
+    under the temporary directory and removed at exit.
+    """
+    path = os.environ.get(MULTIPROC_DIR_ENV)
+    if path:
+        directory = Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+    else:
+        path = tempfile.mkdtemp(prefix="consent-metrics-")
+        os.environ[MULTIPROC_DIR_ENV] = path
+        _created_metrics_dirs.append(path)
+    _use_multiprocess_values()
+    server.log.info("Prometheus multiprocess directory: %s", path)
+
+
+def _use_multiprocess_values() -> None:
+    # prometheus_client picks its value class when it is first imported, and
+    # importing this module already imported it (through consent_service).
+    # Metric values are created on first use of a label set, in the workers,
+    # so switching the class here, before they fork, makes every one of them
+    # file-backed.
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Let a dead worker's live gauges go; its counters stay in the sums."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    for path in _created_metrics_dirs:
+        shutil.rmtree(path, ignore_errors=True)
