@@ -1,0 +1,247 @@
+"""Following the consent topic into the local store.
+
+Consumer discipline (after getsentry/arroyo): poll a batch, apply it to the
+store in one durable transaction, and only then commit the *next* offset of
+each partition to the consumer group. A crash between the two re-delivers
+the batch, which the store recognises by event id and version, so nothing is
+missed and nothing is applied twice.
+
+Blocking and shutdown: :meth:`Subscriber.run` blocks the calling thread and
+returns once ``stop`` is set, within one poll (``poll_timeout_ms``), after
+committing what it applied; :meth:`Subscriber.close` leaves the group.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from consent_events.envelope import Event, InvalidEvent, from_kafka_record
+from consent_events.feed import Feed
+from consent_events.store import APPLIED, DUPLICATE, HELD, REJECTED, STALE, Change, Rejection, Store
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TOPIC = "consent.events"
+# Revocation latency matters: a quiet topic costs up to this per fetch (Kafka default: 500).
+DEFAULT_FETCH_MAX_WAIT_MS = 20
+
+
+class Subscriber:
+    """Consumes consent events into a :class:`Store`.
+
+    ``group_id`` names the consumer group whose committed offsets say where
+    to resume. By default the subscriber joins the group (partitions are
+    balanced across subscribers of the same group); ``manual_assignment``
+    takes every partition of the topics directly instead, still committing
+    to ``group_id``, which starts instantly (a single subscriber, tests).
+    ``organization`` skips other organizations' events on a shared topic.
+    """
+
+    def __init__(
+        self,
+        store: Store | str,
+        *,
+        bootstrap_servers: str | Sequence[str],
+        group_id: str,
+        topics: Sequence[str] = (DEFAULT_TOPIC,),
+        manual_assignment: bool = False,
+        organization: str | None = None,
+        fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS,
+        max_poll_records: int = 500,
+        heartbeat_interval: float = 1.0,
+        consumer_config: Mapping[str, Any] | None = None,
+        on_change: Callable[[Change], None] | None = None,
+    ):
+        self.store = store if isinstance(store, Store) else Store(store)
+        self.topics = tuple(topics)
+        self.group_id = group_id
+        self.manual_assignment = manual_assignment
+        self.organization = organization
+        self.heartbeat_interval = heartbeat_interval
+        self.on_change = on_change
+        self._config: dict[str, Any] = {
+            "bootstrap_servers": bootstrap_servers,
+            "group_id": group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "fetch_max_wait_ms": fetch_max_wait_ms,
+            "max_poll_records": max_poll_records,
+            "client_id": "consent-events",
+            **(consumer_config or {}),
+        }
+        self._consumer: KafkaConsumer | None = None
+        self._last_poll_started: float | None = None
+        self._last_state_write = 0.0
+        self._reported_caught_up = False
+
+    # Lifecycle -----------------------------------------------------------
+
+    def start(self, feed: Feed | None = None, *, metadata_timeout: float = 30.0) -> None:
+        """Connect, and on a group with no committed offsets catch up from ``feed`` first.
+
+        The Kafka offsets to follow from are taken *before* the feed is read:
+        an event committed after the feed's last page is published after
+        that, so it lies beyond those offsets; one in both is applied once.
+        """
+        consumer = KafkaConsumer(**self._config)
+        self._consumer = consumer
+        partitions = self._partitions(metadata_timeout)
+        if feed is not None and all(consumer.committed(tp) is None for tp in partitions):
+            consumer.assign(partitions)
+            consumer.seek_to_end()
+            follow_from = {tp: consumer.position(tp) for tp in partitions}
+            logger.info("catching up from the event feed before following Kafka")
+            read = feed.catch_up(self.store, on_change=self._log)
+            logger.info("event feed caught up: %d events read", read)
+            consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in follow_from.items()})
+            if not self.manual_assignment:
+                consumer.unsubscribe()
+        if self.manual_assignment:
+            consumer.assign(partitions)
+        else:
+            consumer.subscribe(list(self.topics))
+
+    def run(self, stop: threading.Event, *, poll_timeout_ms: int = 100) -> None:
+        """Poll and apply until ``stop`` is set (see the module docstring for shutdown)."""
+        if self._consumer is None:
+            self.start()
+        while not stop.is_set():
+            self.poll_once(poll_timeout_ms)
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+    # One step --------------------------------------------------------------
+
+    def poll_once(self, timeout_ms: int = 100) -> list[Change]:
+        """Poll one batch, apply it durably, then commit its next offsets; return the changes."""
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("call start() before poll_once()")
+        started = time.time()
+        records = consumer.poll(timeout_ms=timeout_ms)
+        lag_events, caught_up = self._backlog(consumer)
+        # The fetch answered in this poll may have been sent during the previous one,
+        # so only events published before the previous poll started are surely here.
+        current_as_of = self._last_poll_started if caught_up else None
+        self._last_poll_started = started
+        if not records:
+            # Idle: a throttled heartbeat, plus one at once when a backlog has just been cleared.
+            due = time.time() - self._last_state_write >= self.heartbeat_interval
+            if due or (caught_up and not self._reported_caught_up):
+                self._write_state(lag_events, current_as_of, caught_up)
+            return []
+        batch: list[Event | Rejection] = []
+        next_offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp, messages in records.items():
+            for message in messages:
+                origin = f"{tp.topic}/{tp.partition}@{message.offset}"
+                try:
+                    event = from_kafka_record(message.key, message.value, message.headers)
+                except InvalidEvent as error:
+                    batch.append(Rejection(error, origin))
+                    continue
+                if self.organization is None or event.organization == self.organization:
+                    batch.append(event)
+            next_offsets[tp] = OffsetAndMetadata(messages[-1].offset + 1, "", -1)
+        changes = self.store.apply(batch, lag_events=lag_events, current_as_of=current_as_of)
+        self._last_state_write = time.time()
+        self._reported_caught_up = caught_up
+        for change in changes:
+            self._log(change)
+        self._commit(consumer, next_offsets)
+        return changes
+
+    # Helpers -------------------------------------------------------------
+
+    def _partitions(self, timeout: float) -> list[TopicPartition]:
+        """Every partition of the topics, waiting for the broker to know them."""
+        consumer = self._consumer
+        assert consumer is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            found = {topic: consumer.partitions_for_topic(topic) for topic in self.topics}
+            if all(found.values()):
+                return [
+                    TopicPartition(topic, partition)
+                    for topic, numbers in found.items()
+                    for partition in sorted(numbers or ())
+                ]
+            if time.monotonic() > deadline:
+                missing = ", ".join(topic for topic, numbers in found.items() if not numbers)
+                raise KafkaError(f"topic not found on the broker: {missing}")
+            time.sleep(0.2)
+
+    def _backlog(self, consumer: KafkaConsumer) -> tuple[int, bool]:
+        """Known backlog in events, and whether every assigned partition is read to its end."""
+        assigned = consumer.assignment()
+        lag = 0
+        caught_up = bool(assigned)
+        for tp in assigned:
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                caught_up = False
+                continue
+            behind = max(0, highwater - consumer.position(tp))
+            lag += behind
+            caught_up = caught_up and behind == 0
+        return lag, caught_up
+
+    def _write_state(self, lag_events: int, current_as_of: float | None, caught_up: bool) -> None:
+        self.store.heartbeat(lag_events=lag_events, current_as_of=current_as_of)
+        self._last_state_write = time.time()
+        self._reported_caught_up = caught_up
+
+    def _commit(
+        self, consumer: KafkaConsumer, offsets: dict[TopicPartition, OffsetAndMetadata]
+    ) -> None:
+        try:
+            consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as error:
+            # Safe to go on: the batch is applied, and a re-delivery is recognised as duplicate.
+            logger.warning("offset commit failed, events will be re-delivered: %s", error)
+
+    def _log(self, change: Change) -> None:
+        if change.outcome == APPLIED:
+            logger.info(
+                "applied consent=%s version=%s change=%s event=%s",
+                change.consent_id,
+                change.version,
+                change.reason,
+                change.event_id,
+            )
+        elif change.outcome == HELD:
+            logger.warning(
+                "version gap: consent=%s version=%s held (%s) event=%s",
+                change.consent_id,
+                change.version,
+                change.reason,
+                change.event_id,
+            )
+        elif change.outcome == REJECTED:
+            logger.error(
+                "rejected event=%s consent=%s: %s",
+                change.event_id,
+                change.consent_id,
+                change.reason,
+            )
+        elif change.outcome in (DUPLICATE, STALE):
+            logger.debug(
+                "%s event=%s consent=%s version=%s",
+                change.outcome,
+                change.event_id,
+                change.consent_id,
+                change.version,
+            )
+        if self.on_change is not None:
+            self.on_change(change)
