@@ -260,7 +260,10 @@ def _if_match(required: bool = True) -> int | Response | None:
             'If-Match must be one quoted version, such as "3".',
         )
     number = value[1:-1]
-    if not number.isdigit() or not 1 <= int(number) <= MAX_VERSION:
+    # isascii: str.isdigit() also accepts digits such as '²' that int() refuses;
+    # the length cap keeps int() away from its 4300-digit limit.
+    is_number = number.isascii() and number.isdigit() and len(number) <= 10
+    if not is_number or not 1 <= int(number) <= MAX_VERSION:
         return problem(412, "Precondition failed", "No such version of this consent.")
     return int(number)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import Request
@@ -26,7 +27,10 @@ class SafeParser(FlaskParser):
     def _raw_load_json(self, req: Request) -> Any:
         try:
             return super()._raw_load_json(req)
-        except RecursionError as error:
+        except json.JSONDecodeError:
+            raise  # webargs tells an empty body (missing) from a malformed one
+        except (RecursionError, ValueError) as error:
+            # ValueError: an integer literal past Python's 4300-digit conversion limit.
             return self._handle_invalid_json_error(error, req)  # type: ignore[arg-type]
 
 
