@@ -91,6 +91,8 @@ class Subscriber:
         an event committed after the feed's last page is published after
         that, so it lies beyond those offsets; one in both is applied once.
         """
+        # Every fetch is sent after this instant, so it bounds what the first poll can vouch for.
+        self._last_poll_started = time.time()
         consumer = KafkaConsumer(**self._config)
         self._consumer = consumer
         partitions = self._partitions(metadata_timeout)
@@ -139,7 +141,7 @@ class Subscriber:
             # Idle: a throttled heartbeat, plus one at once when a backlog has just been cleared.
             due = time.time() - self._last_state_write >= self.heartbeat_interval
             if due or (caught_up and not self._reported_caught_up):
-                self._write_state(lag_events, current_as_of, caught_up)
+                self._write_state(lag_events, current_as_of)
             return []
         batch: list[Event | Rejection] = []
         next_offsets: dict[TopicPartition, OffsetAndMetadata] = {}
@@ -156,7 +158,7 @@ class Subscriber:
             next_offsets[tp] = OffsetAndMetadata(messages[-1].offset + 1, "", -1)
         changes = self.store.apply(batch, lag_events=lag_events, current_as_of=current_as_of)
         self._last_state_write = time.time()
-        self._reported_caught_up = caught_up
+        self._reported_caught_up = current_as_of is not None
         for change in changes:
             self._log(change)
         self._commit(consumer, next_offsets)
@@ -197,10 +199,10 @@ class Subscriber:
             caught_up = caught_up and behind == 0
         return lag, caught_up
 
-    def _write_state(self, lag_events: int, current_as_of: float | None, caught_up: bool) -> None:
+    def _write_state(self, lag_events: int, current_as_of: float | None) -> None:
         self.store.heartbeat(lag_events=lag_events, current_as_of=current_as_of)
         self._last_state_write = time.time()
-        self._reported_caught_up = caught_up
+        self._reported_caught_up = current_as_of is not None
 
     def _commit(
         self, consumer: KafkaConsumer, offsets: dict[TopicPartition, OffsetAndMetadata]

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+from consent_events import Subscriber
 from consent_events.envelope import Event, from_structured
+from consent_events.store import APPLIED, Change
 
 ORG = "org-a"
 PATIENT = "patient-0001"
@@ -106,3 +110,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def drain(subscriber: Subscriber, until: Callable[[list[Change]], bool], timeout: float = 15):
+    """Poll until ``until(changes so far)`` holds, then a few more polls to catch extras."""
+    changes: list[Change] = []
+    deadline = time.monotonic() + timeout
+    while not until(changes):
+        assert time.monotonic() < deadline, f"timed out with {changes}"
+        changes.extend(subscriber.poll_once(100))
+    for _ in range(3):
+        changes.extend(subscriber.poll_once(50))
+    return changes
+
+
+def applied(changes: list[Change]) -> list[tuple[str | None, int | None]]:
+    return [(c.consent_id, c.version) for c in changes if c.outcome == APPLIED]

@@ -1,0 +1,166 @@
+"""The subscriber against a real Kafka-protocol broker (Tansu)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+from kit_helpers import PATIENT, PRACTITIONER, applied, drain, new_id, snapshot
+
+from consent_events import ConsentView, StaleViewError, Store, Subscriber
+from consent_events.store import APPLIED, DUPLICATE, HELD, REJECTED, STALE
+
+
+def _subscriber(store: Store, broker: str, topic: str, group: str, **options) -> Subscriber:
+    subscriber = Subscriber(
+        store,
+        bootstrap_servers=broker,
+        group_id=group,
+        topics=[topic],
+        manual_assignment=options.pop("manual_assignment", True),
+        **options,
+    )
+    subscriber.start()
+    return subscriber
+
+
+def _ask(view: ConsentView):
+    return view.is_permitted(PATIENT, PRACTITIONER, "radiographs", "care-coordination")
+
+
+def test_events_are_applied_and_the_next_offset_committed(broker, topic, publish) -> None:
+    consent = new_id()
+    publish(snapshot(consent, 1))
+    publish(snapshot(consent, 2, categories=["billing", "radiographs"]))
+    view = ConsentView(":memory:")
+    subscriber = _subscriber(view.store, broker, topic, "g-apply")
+    try:
+        changes = drain(subscriber, lambda c: len(applied(c)) == 2)
+        assert applied(changes) == [(consent, 1), (consent, 2)]
+        assert (_ask(view).decision, _ask(view).version) == ("permit", 2)
+        assert view.lag().events == 0 and view.lag().seconds is not None
+    finally:
+        subscriber.close()
+    checker = KafkaConsumer(bootstrap_servers=broker, group_id="g-apply")
+    committed = [checker.committed(TopicPartition(topic, p)) for p in range(3)]
+    checker.close()
+    assert sorted(c for c in committed if c is not None) == [2]
+
+
+def test_resends_and_stale_versions_change_nothing(broker, topic, publish) -> None:
+    consent = new_id()
+    first = publish(snapshot(consent, 1))
+    publish(snapshot(consent, 2, change="revoked"))
+    publish(snapshot(consent, 1), event_id=first)  # the relay re-sent after a lost ack
+    publish(snapshot(consent, 1))  # a version the store already has, under a new id
+    store = Store()
+    subscriber = _subscriber(store, broker, topic, "g-dup")
+    try:
+        changes = drain(subscriber, lambda c: len(c) == 4)
+    finally:
+        subscriber.close()
+    assert [c.outcome for c in changes] == [APPLIED, APPLIED, DUPLICATE, STALE]
+    assert store.counts()["consent_versions"] == 2
+
+
+def test_restart_resumes_from_the_committed_offset(broker, topic, publish, tmp_path) -> None:
+    path = str(tmp_path / "view.db")
+    consents = [new_id() for _ in range(4)]
+    for consent in consents[:2]:
+        publish(snapshot(consent))
+    first = _subscriber(Store(path), broker, topic, "g-restart")
+    assert len(applied(drain(first, lambda c: len(c) == 2))) == 2
+    first.close()  # as if killed after its last commit
+    for consent in consents[2:]:
+        publish(snapshot(consent))
+    second = _subscriber(Store(path), broker, topic, "g-restart")
+    try:
+        changes = drain(second, lambda c: len(c) >= 2)
+    finally:
+        second.close()
+    # Only what was published while it was down, once each: nothing missed, nothing twice.
+    assert sorted(applied(changes)) == sorted((c, 1) for c in consents[2:])
+    assert Store(path).counts()["consents"] == 4
+
+
+def test_crash_before_commit_redelivers_without_double_apply(broker, topic, publish) -> None:
+    consent = new_id()
+    publish(snapshot(consent, 1))
+    store = Store()
+    crashed = _subscriber(store, broker, topic, "g-crash")
+    crashed._commit = lambda consumer, offsets: None  # type: ignore[method-assign]
+    drain(crashed, lambda c: len(c) == 1)
+    crashed.close()
+    again = _subscriber(store, broker, topic, "g-crash")
+    try:
+        changes = drain(again, lambda c: len(c) == 1)
+    finally:
+        again.close()
+    assert [c.outcome for c in changes] == [DUPLICATE]
+
+
+def test_invalid_and_out_of_order_events_are_kept_aside(broker, topic, producer, publish) -> None:
+    consent = new_id()
+    publish(snapshot(consent, 1))
+    producer.send(topic, key=consent.encode(), value=b"{}", headers=[]).get(timeout=10)
+    publish(snapshot(consent, 3, change="revoked"))
+    store = Store()
+    subscriber = _subscriber(store, broker, topic, "g-gap")
+    try:
+        changes = drain(subscriber, lambda c: len(c) == 3)
+    finally:
+        subscriber.close()
+    assert [c.outcome for c in changes] == [APPLIED, REJECTED, HELD]
+    assert [g.held_versions for g in store.gaps()] == [(3,)]
+    assert store.rejected()[0][1] == consent
+
+
+def test_other_organizations_are_skipped_on_a_shared_topic(broker, topic, publish) -> None:
+    publish(snapshot(new_id(), organization="org-b"))
+    mine = new_id()
+    publish(snapshot(mine))
+    store = Store()
+    subscriber = _subscriber(store, broker, topic, "g-org", organization="org-a")
+    try:
+        changes = drain(subscriber, lambda c: len(c) == 1)
+    finally:
+        subscriber.close()
+    assert applied(changes) == [(mine, 1)]
+
+
+def test_view_fails_closed_once_the_subscriber_stops(broker, topic, publish) -> None:
+    publish(snapshot(new_id()))
+    view = ConsentView(":memory:", max_lag_seconds=1.0)
+    subscriber = _subscriber(view.store, broker, topic, "g-lag", heartbeat_interval=0.2)
+    stop = threading.Event()
+    thread = threading.Thread(target=subscriber.run, args=(stop,))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while view.store.counts()["consents"] == 0 or view.lag().seconds is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(1.5)  # caught up and idle: heartbeats keep the view fresh
+        assert _ask(view).decision == "permit"
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        subscriber.close()
+    time.sleep(1.2)
+    with pytest.raises(StaleViewError, match="behind the event stream"):
+        _ask(view)
+
+
+@pytest.mark.slow
+def test_consumer_group_mode_joins_and_applies(broker, topic, publish) -> None:
+    consent = new_id()
+    publish(snapshot(consent))
+    store = Store()
+    subscriber = _subscriber(store, broker, topic, "g-join", manual_assignment=False)
+    try:
+        changes = drain(subscriber, lambda c: len(c) == 1, timeout=90)
+    finally:
+        subscriber.close()
+    assert applied(changes) == [(consent, 1)]
