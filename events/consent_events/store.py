@@ -105,6 +105,9 @@ class Rejection:
 class SyncState:
     """How current the store is, as last written by its subscriber.
 
+    ``group_id`` is the consumer group whose committed offsets match this
+    store; a store that does not record the group it is started with must
+    replay from the start, whatever the group has committed.
     ``current_as_of`` is the wall-clock instant (epoch seconds) at which the
     subscriber last saw no backlog: every event published before it is
     applied. ``lag_events`` is the backlog the subscriber knew of at its last
@@ -115,6 +118,7 @@ class SyncState:
     lag_events: int
     heartbeat_at: float | None
     feed_after: int | None
+    group_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +199,15 @@ class Store:
         """Record that the subscriber is alive and how far behind it is, without events."""
         with self._transaction(write=True) as db:
             _write_state(db, time.time(), lag_events=lag_events, current_as_of=current_as_of)
+
+    def follow_group(self, group_id: str) -> None:
+        """Record that the group's committed offsets now describe what this store holds."""
+        with self._transaction(write=True) as db:
+            db.execute(
+                "INSERT INTO sync_state (name, value) VALUES ('group_id', ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (json.dumps(group_id),),
+            )
 
     # Reading -------------------------------------------------------------
 
@@ -395,6 +408,7 @@ def _read_state(db: sqlite3.Connection) -> SyncState:
         lag_events=int(values.get("lag_events", 0)),
         heartbeat_at=values.get("heartbeat_at"),
         feed_after=values.get("feed_after"),
+        group_id=values.get("group_id"),
     )
 
 

@@ -85,27 +85,35 @@ class Subscriber:
     # Lifecycle -----------------------------------------------------------
 
     def start(self, feed: Feed | None = None, *, metadata_timeout: float = 30.0) -> None:
-        """Connect, and on a group with no committed offsets catch up from ``feed`` first.
+        """Connect, and position the group where this store's content ends.
 
-        The Kafka offsets to follow from are taken *before* the feed is read:
-        an event committed after the feed's last page is published after
-        that, so it lies beyond those offsets; one in both is applied once.
+        A store that already follows this group resumes from the group's
+        committed offsets. Any other store (new, deleted, in memory, or
+        filled by another group) could be missing what those offsets skip,
+        so the group is first rewound: to the start of the topic, or, with
+        ``feed``, to where the topic ended *before* the feed was read. An
+        event committed after the feed's last page is published after that
+        point, so it is not lost; one in both is applied once.
         """
         # Every fetch is sent after this instant, so it bounds what the first poll can vouch for.
         self._last_poll_started = time.time()
         consumer = KafkaConsumer(**self._config)
         self._consumer = consumer
         partitions = self._partitions(metadata_timeout)
-        if feed is not None and all(consumer.committed(tp) is None for tp in partitions):
+        if self.store.state().group_id != self.group_id:
             consumer.assign(partitions)
-            consumer.seek_to_end()
-            follow_from = {tp: consumer.position(tp) for tp in partitions}
-            logger.info("catching up from the event feed before following Kafka")
-            read = feed.catch_up(self.store, on_change=self._log)
-            logger.info("event feed caught up: %d events read", read)
-            consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in follow_from.items()})
-            if not self.manual_assignment:
-                consumer.unsubscribe()
+            if feed is None:
+                logger.info("new store for group %s: replaying from the start", self.group_id)
+                start_at = consumer.beginning_offsets(partitions)
+            else:
+                consumer.seek_to_end()
+                start_at = {tp: consumer.position(tp) for tp in partitions}
+                logger.info("new store for group %s: catching up from the feed", self.group_id)
+                read = feed.catch_up(self.store, on_change=self._log)
+                logger.info("event feed caught up: %d events read", read)
+            consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in start_at.items()})
+            self.store.follow_group(self.group_id)
+            consumer.unsubscribe()
         if self.manual_assignment:
             consumer.assign(partitions)
         else:
