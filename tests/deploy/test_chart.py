@@ -147,7 +147,7 @@ def test_every_pod_is_locked_down(scenario: list[dict[str, Any]]) -> None:
             assert context["runAsNonRoot"] is True, name
             assert context["capabilities"] == {"drop": ["ALL"]}, name
             assert context.get("privileged", False) is False, name
-            tmp = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+            tmp = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]  # noqa: S108
             assert len(tmp) == 1 and "emptyDir" in volumes[tmp[0]["name"]], name
             resources = container["resources"]
             assert {"cpu", "memory"} <= set(resources["requests"]), name
@@ -328,9 +328,7 @@ def test_selectors_find_their_pods(scenario: list[dict[str, Any]]) -> None:
     names = {o["metadata"]["name"] for o in scenario if o["kind"] == "Deployment"}
     for obj in scenario:
         kind = obj["kind"]
-        if kind == "Service":
-            selector = obj["spec"]["selector"]
-        elif kind in ("PodDisruptionBudget", "Deployment"):
+        if kind in ("Service", "PodDisruptionBudget", "Deployment"):
             selector = obj["spec"]["selector"]
         elif kind == "NetworkPolicy":
             selector = obj["spec"]["podSelector"]

@@ -1,0 +1,269 @@
+"""gunicorn with the shipped configuration, as `consent-service serve` starts it.
+
+A real server on a loopback port over a SQLite file: health, readiness,
+metrics summed over several worker processes, an access log that keeps
+secrets out, and a SIGTERM that lets the request in flight finish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from consent_service.gunicorn_conf import available_cpus
+
+CLI = shutil.which("consent-service", path=str(Path(sys.executable).parent)) or "consent-service"
+START_TIMEOUT = 30.0
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    api_key: str
+    log: Path
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        return self.request("GET", path, headers=headers)
+
+    def post_json(self, path: str, body: object) -> tuple[int, bytes]:
+        headers = {"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"}
+        return self.request("POST", path, json.dumps(body).encode(), headers)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("CONSENT_", "PROMETHEUS_"))
+    }
+    env.update(
+        CONSENT_DATABASE_URL=f"sqlite:///{tmp_path / 'consent.db'}",
+        CONSENT_SECRET_KEYS="gunicorn-test-signing-key-0123456789",
+        CONSENT_WEB_CONCURRENCY="3",
+        CONSENT_RATE_LIMITS="off",
+    )
+    env.update(extra)
+    return env
+
+
+def cli(env: dict[str, str], cwd: Path, *args: str) -> str:
+    done = subprocess.run(
+        [CLI, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    env = service_env(tmp_path)
+    cli(env, tmp_path, "db", "upgrade")
+    created = json.loads(
+        cli(
+            env,
+            tmp_path,
+            "clients",
+            "create",
+            "--org",
+            "org-a",
+            "--scopes",
+            "decisions:read",
+            "--json",
+        )
+    )
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [CLI, "serve", "--bind", f"127.0.0.1:{port}"],
+            env=env,
+            cwd=tmp_path,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    running = Server(process, port, created["api_key"], log)
+    try:
+        wait_until_up(running)
+        yield running
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def wait_until_up(server: Server) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        assert server.process.poll() is None, server.log.read_text()
+        with contextlib.suppress(OSError):
+            if server.get("/healthz")[0] == 200:
+                return
+        time.sleep(0.1)
+    pytest.fail(f"gunicorn did not answer /healthz:\n{server.log.read_text()}")
+
+
+def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                found[tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+DECISION = {
+    "patient_id": "patient-42",
+    "practitioner_id": "rpps:10003456789",
+    "category": "radiographs",
+    "purpose": "referral",
+}
+
+
+def test_health_readiness_and_metrics_summed_over_workers(server: Server) -> None:
+    for _ in range(30):
+        assert server.get("/healthz")[0] == 200
+    status, body = server.get("/readyz")
+    assert status == 200
+    assert json.loads(body)["database"] == "ok"
+    status, body = server.post_json("/v1/decisions", DECISION)
+    assert status == 200 and json.loads(body)["decision"] == "deny"
+
+    # Three workers answered those requests; the scrape, whichever worker
+    # serves it, must count every one of them.
+    status, body = server.get("/metrics")
+    assert status == 200
+    text = body.decode()
+    requests = samples(text, "consent_http_requests_total")
+    healthz = (("method", "GET"), ("route", "/healthz"), ("status", "200"))
+    assert requests[healthz] >= 30
+    assert requests[(("method", "POST"), ("route", "/v1/decisions"), ("status", "200"))] == 1
+    assert samples(text, "consent_decisions_total") == {(("outcome", "deny"),): 1.0}
+    latency = samples(text, "consent_http_request_duration_seconds_count")
+    assert latency[(("method", "POST"), ("route", "/v1/decisions"))] == 1
+    assert samples(text, "consent_outbox_backlog_events") == {(): 0.0}
+    assert samples(text, "consent_outbox_query_up") == {(): 1.0}
+
+
+def test_access_log_keeps_query_strings_and_credentials_out(server: Server) -> None:
+    server.get("/healthz?token=query-secret-123", {"Authorization": "Bearer header-secret-456"})
+    server.post_json("/v1/decisions", DECISION)
+    os.killpg(server.process.pid, signal.SIGTERM)
+    server.process.wait(timeout=40)
+    log = server.log.read_text()
+    assert '"GET /healthz HTTP/1.1" 200' in log
+    assert '"POST /v1/decisions HTTP/1.1" 200' in log
+    for secret in ("query-secret-123", "header-secret-456", server.api_key, "token="):
+        assert secret not in log
+
+
+def test_sigterm_lets_the_request_in_flight_finish(server: Server) -> None:
+    body = json.dumps(DECISION).encode()
+    head = (
+        "POST /v1/decisions HTTP/1.1\r\n"
+        "Host: 127.0.0.1\r\n"
+        f"Authorization: Bearer {server.api_key}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as client:
+        # A worker takes the request and waits in the view for the rest of
+        # the body: the request is in flight when the signal arrives.
+        client.sendall(head + body[:10])
+        time.sleep(0.5)
+        os.killpg(server.process.pid, signal.SIGTERM)
+        time.sleep(1.0)
+        assert server.process.poll() is None, "gunicorn quit with a request in flight"
+        client.sendall(body[10:])
+        response = b""
+        while chunk := client.recv(65536):
+            response += chunk
+    status_line, _, rest = response.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 200 OK", response
+    assert json.loads(rest.partition(b"\r\n\r\n")[2])["decision"] == "deny"
+    assert server.process.wait(timeout=40) == 0
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("CONSENT_WEB_CONCURRENCY", "lots", "CONSENT_WEB_CONCURRENCY: must be a whole number"),
+        ("CONSENT_THREADS", "0", "CONSENT_THREADS: must be between 1 and 64, got 0"),
+        ("CONSENT_TRUSTED_PROXIES", "10.0.0.0/8,ingress", "CONSENT_TRUSTED_PROXIES: 'ingress'"),
+    ],
+)
+def test_a_bad_setting_stops_start_up_naming_it(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    env = service_env(tmp_path, **{variable: value})
+    done = subprocess.run(
+        [CLI, "serve", "--bind", f"127.0.0.1:{free_port()}"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert message in done.stderr
+
+
+def test_workers_follow_the_container_cpu_limit_not_the_node(tmp_path: Path) -> None:
+    affinity = len(os.sched_getaffinity(0))
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert available_cpus(tmp_path) == affinity
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs
+    assert available_cpus(tmp_path) == min(affinity, 2)
+    (tmp_path / "cpu.max").write_text("50000 100000\n")
+    assert available_cpus(tmp_path) == 1
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()  # cgroup v1
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert available_cpus(tmp_path) == 1
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert available_cpus(tmp_path) == affinity
