@@ -1,0 +1,64 @@
+"""The benchmark script runs end to end and prints its table (``--quick``).
+
+It seeds small databases, starts the service and the bare baseline under
+gunicorn, loads both with wrk (any non-2xx answer fails the run) and prints
+one markdown row per database, size and path. The figures of a one-second
+run mean nothing; what this guards is that the real run still works.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_quick_benchmark_prints_the_table(tmp_path: Path) -> None:
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (scripts/test installs it)")
+    backends = ["sqlite"] + (["postgresql"] if os.environ.get("CONSENT_TEST_POSTGRES_URL") else [])
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "api_throughput.py"),
+            "--quick",
+            "--backends",
+            ",".join(backends),
+            "--workdir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=840,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    table = [line for line in done.stdout.splitlines() if line.startswith("|")]
+    header, rows = table[0], table[2:]
+    assert "service / bare" in header
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+    assert [(c[0], c[1], c[2]) for c in cells] == [
+        (backend, size, path)
+        for backend in backends
+        for size in ("500", "2k")
+        for path in ("decisions", "creates")
+    ]
+    for row in cells:
+        service, bare = (float(value.replace(",", "")) for value in row[3:5])
+        assert service > 0 and bare > 0
+        # One round: the median ratio is this round's ratio.
+        assert float(row[5].split()[0]) == pytest.approx(service / bare, abs=0.015)
+        scaling = row[8].split()
+        if row[1] == "500":
+            assert scaling == ["—"]
+        else:
+            assert float(scaling[0]) > 0 and scaling[1] in ("ok", "MISS")
