@@ -38,11 +38,16 @@ class Subscriber:
     """Consumes consent events into a :class:`Store`.
 
     ``group_id`` names the consumer group whose committed offsets say where
-    to resume. By default the subscriber joins the group (partitions are
-    balanced across subscribers of the same group); ``manual_assignment``
-    takes every partition of the topics directly instead, still committing
-    to ``group_id``, which starts instantly (a single subscriber, tests).
-    ``organization`` skips other organizations' events on a shared topic.
+    to resume; every member of a group must write the same store, since the
+    offsets describe that store. By default the subscriber joins the group
+    (the broker balances partitions among members and moves them when one
+    leaves); ``manual_assignment`` takes every partition of the topics
+    directly instead, still committing to ``group_id``, which starts
+    instantly (a single subscriber, tests). ``organization`` skips other
+    organizations' events on a shared topic. When idle, the subscriber
+    checks every ``heartbeat_interval`` seconds that the broker answers
+    (waiting at most ``probe_timeout_ms``) before it records the store as
+    current.
     """
 
     def __init__(
@@ -57,6 +62,7 @@ class Subscriber:
         fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS,
         max_poll_records: int = 500,
         heartbeat_interval: float = 1.0,
+        probe_timeout_ms: int = 2000,
         consumer_config: Mapping[str, Any] | None = None,
         on_change: Callable[[Change], None] | None = None,
     ):
@@ -66,6 +72,7 @@ class Subscriber:
         self.manual_assignment = manual_assignment
         self.organization = organization
         self.heartbeat_interval = heartbeat_interval
+        self.probe_timeout_ms = probe_timeout_ms
         self.on_change = on_change
         self._config: dict[str, Any] = {
             "bootstrap_servers": bootstrap_servers,
@@ -149,6 +156,8 @@ class Subscriber:
             # Idle: a throttled heartbeat, plus one at once when a backlog has just been cleared.
             due = time.time() - self._last_state_write >= self.heartbeat_interval
             if due or (caught_up and not self._reported_caught_up):
+                if caught_up and not self._broker_confirms(consumer):
+                    current_as_of = None
                 self._write_state(lag_events, current_as_of)
             return []
         batch: list[Event | Rejection] = []
@@ -206,6 +215,22 @@ class Subscriber:
             lag += behind
             caught_up = caught_up and behind == 0
         return lag, caught_up
+
+    def _broker_confirms(self, consumer: KafkaConsumer) -> bool:
+        """Whether the broker answers now and has nothing beyond our positions.
+
+        An idle poll cannot tell a quiet topic from an unreachable broker: the
+        high watermarks it leaves are those of the last fetch that got an
+        answer. Without this round trip a listener cut off from Kafka would
+        go on vouching for a view that misses every revocation since.
+        """
+        assigned = list(consumer.assignment())
+        try:
+            ends = consumer.end_offsets(assigned, timeout_ms=self.probe_timeout_ms)
+        except KafkaError as error:
+            logger.warning("the broker does not answer, the view is ageing: %s", error)
+            return False
+        return all(consumer.position(tp) >= end for tp, end in ends.items())
 
     def _write_state(self, lag_events: int, current_as_of: float | None) -> None:
         self.store.heartbeat(lag_events=lag_events, current_as_of=current_as_of)

