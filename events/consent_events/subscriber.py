@@ -91,7 +91,7 @@ class Subscriber:
 
     # Lifecycle -----------------------------------------------------------
 
-    def start(self, feed: Feed | None = None, *, metadata_timeout: float = 30.0) -> None:
+    def start(self, feed: Feed | None = None, *, metadata_timeout: float | None = 30.0) -> None:
         """Connect, and position the group where this store's content ends.
 
         A store that already follows this group resumes from the group's
@@ -183,11 +183,17 @@ class Subscriber:
 
     # Helpers -------------------------------------------------------------
 
-    def _partitions(self, timeout: float) -> list[TopicPartition]:
-        """Every partition of the topics, waiting for the broker to know them."""
+    def _partitions(self, timeout: float | None) -> list[TopicPartition]:
+        """Every partition of the topics, waiting for the broker to know them.
+
+        The service creates a topic when it first publishes to it, so a
+        listener may well start first; ``timeout`` None waits as long as it
+        takes, saying so every 30 s.
+        """
         consumer = self._consumer
         assert consumer is not None
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        next_notice = started + 30
         while True:
             found = {topic: consumer.partitions_for_topic(topic) for topic in self.topics}
             if all(found.values()):
@@ -196,9 +202,13 @@ class Subscriber:
                     for topic, numbers in found.items()
                     for partition in sorted(numbers or ())
                 ]
-            if time.monotonic() > deadline:
-                missing = ", ".join(topic for topic, numbers in found.items() if not numbers)
+            missing = ", ".join(topic for topic, numbers in found.items() if not numbers)
+            now = time.monotonic()
+            if timeout is not None and now - started > timeout:
                 raise KafkaError(f"topic not found on the broker: {missing}")
+            if now > next_notice:
+                logger.warning("waiting for topic %s to exist on the broker", missing)
+                next_notice = now + 30
             time.sleep(0.2)
 
     def _backlog(self, consumer: KafkaConsumer) -> tuple[int, bool]:

@@ -37,6 +37,7 @@ from consent_events import (
 )
 from consent_events.store import DUPLICATE, Store
 from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
 
 from tests.support.broker import consume, free_port, running_broker, wait_for_port
 
@@ -108,6 +109,10 @@ class Service:
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     workdir = tmp_path_factory.mktemp("e2e")
     with running_broker() as broker:
+        # As the kit's README asks of operators: the topic exists, with its retention, first.
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        admin.create_topics([NewTopic(TOPIC, 3, 1, topic_configs={"retention.ms": "-1"})])
+        admin.close()
         env = {
             **os.environ,
             "CONSENT_DATABASE_URL": f"sqlite:///{workdir / 'consent.db'}",
