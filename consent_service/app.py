@@ -10,6 +10,7 @@ from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
 from consent_service.api import consents, decisions, events, health
+from consent_service.api import requests as consent_requests
 from consent_service.api.context import ServiceState
 from consent_service.api.metrics import register_metrics
 from consent_service.api.parsing import JSON_TYPES, SafeJSONProvider
@@ -22,6 +23,7 @@ from consent_service.api.problems import (
 from consent_service.config import Settings
 from consent_service.db.session import Database
 from consent_service.services.errors import DomainError
+from consent_service.web import views as web_views
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +60,10 @@ def register_blueprints(app: Flask) -> Api:
         "bearer", {"type": "http", "scheme": "bearer", "description": "API key"}
     )
     api.spec.options["security"] = [{"bearer": []}]
-    for blueprint in (consents.blp, decisions.blp, events.blp):
+    for blueprint in (consents.blp, decisions.blp, events.blp, consent_requests.blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.blp)
+    app.register_blueprint(web_views.blp)
     return api
 
 

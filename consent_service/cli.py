@@ -15,6 +15,7 @@ from consent_service.db.session import Database
 from consent_service.services import clients as client_service
 from consent_service.services.errors import DomainError
 from consent_service.timefmt import format_instant, utcnow
+from consent_service.web import cli as web_cli
 
 
 def load_settings() -> Settings:
@@ -133,3 +134,6 @@ def clients_revoke(client_id: str) -> None:
     except DomainError as error:
         raise click.ClickException(error.detail) from None
     click.echo(f"revoked {client_id}")
+
+
+main.add_command(web_cli.policies)

@@ -170,3 +170,8 @@ class IdempotencyRecord(Base):
     response_body: Mapped[Any] = mapped_column(JSON)
     response_headers: Mapped[dict[str, str]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# The web form's tables live in their own module; importing it here registers
+# them on Base.metadata wherever the core models are loaded.
+from consent_service.db import request_models  # noqa: E402, F401

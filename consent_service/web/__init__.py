@@ -1,0 +1,1 @@
+"""The patient consent web form: signed links, CSRF, templates, French and English."""

@@ -1,0 +1,350 @@
+"""Words of the patient form in French (the default) and English.
+
+A plain catalogue rather than gettext: two languages, a few dozen short
+messages, and every one must exist in both (a test checks). Dates are shown
+in Paris time, since the patients are in France and a date in UTC could be
+off by a day around midnight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+LANGUAGES = ("fr", "en")
+DEFAULT_LANGUAGE = "fr"
+
+try:
+    LOCAL_TIME: tzinfo = ZoneInfo("Europe/Paris")
+except ZoneInfoNotFoundError:  # a system without tz data still renders, in UTC
+    LOCAL_TIME = UTC
+
+MONTHS = {
+    "fr": (
+        "janvier", "février", "mars", "avril", "mai", "juin",
+        "juillet", "août", "septembre", "octobre", "novembre", "décembre",
+    ),
+    "en": (
+        "January", "February", "March", "April", "May", "June",
+        "July", "August", "September", "October", "November", "December",
+    ),
+}  # fmt: skip
+
+# (label, plain-words explanation) of the default vocabularies. A word an
+# operator added to CONSENT_CATEGORIES / CONSENT_PURPOSES is shown as is.
+CATEGORIES = {
+    "fr": {
+        "identity": ("Votre identité", "nom, date de naissance, coordonnées"),
+        "medical-history": ("Vos antécédents médicaux", "maladies, traitements, allergies"),
+        "dental-chart": ("Votre schéma dentaire", "l'état de chacune de vos dents"),
+        "radiographs": ("Vos radiographies", "radios et autres images de vos dents"),
+        "treatment-plan": ("Votre plan de traitement", "les soins prévus et leur devis"),
+        "prescriptions": ("Vos ordonnances", "médicaments et soins prescrits"),
+        "billing": ("Votre facturation", "factures et remboursements"),
+    },
+    "en": {
+        "identity": ("Your identity", "name, date of birth, contact details"),
+        "medical-history": ("Your medical history", "illnesses, treatments, allergies"),
+        "dental-chart": ("Your dental chart", "the state of each of your teeth"),
+        "radiographs": ("Your X-rays", "X-rays and other images of your teeth"),
+        "treatment-plan": ("Your treatment plan", "the planned care and its quote"),
+        "prescriptions": ("Your prescriptions", "medicines and care prescribed"),
+        "billing": ("Your billing", "invoices and reimbursements"),
+    },
+}
+PURPOSES = {
+    "fr": {
+        "care-coordination": (
+            "Coordonner vos soins",
+            "pour que les professionnels qui vous soignent travaillent ensemble",
+        ),
+        "referral": ("Vous adresser à un confrère", "pour qu'un autre professionnel vous soigne"),
+        "second-opinion": (
+            "Demander un deuxième avis",
+            "pour qu'un autre professionnel donne son avis sur votre situation",
+        ),
+        "emergency": ("Vous soigner en urgence", "en cas d'urgence uniquement"),
+    },
+    "en": {
+        "care-coordination": (
+            "Coordinating your care",
+            "so that the professionals treating you work together",
+        ),
+        "referral": ("Referring you to a colleague", "so that another professional treats you"),
+        "second-opinion": (
+            "Getting a second opinion",
+            "so that another professional gives their view on your situation",
+        ),
+        "emergency": ("Treating you in an emergency", "in an emergency only"),
+    },
+}
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "fr": {
+        "site_name": "Vos consentements de santé",
+        "skip_link": "Aller au contenu",
+        "other_language": "English",
+        "form_title": "Demande de consentement",
+        "form_intro": (
+            "{organization} vous demande votre accord pour partager certaines de vos données "
+            "de santé. Lisez ce qui est demandé, puis acceptez ou refusez."
+        ),
+        "who_asks": "Qui demande",
+        "who_receives": "Qui recevra vos données",
+        "practitioner_id": "Identifiant professionnel : {id}",
+        "which_data": "Quelles données",
+        "why": "Pour quoi faire",
+        "how_long": "Pour combien de temps",
+        "until_date": "Jusqu'au {date}, sauf si vous retirez votre accord avant.",
+        "for_days": (
+            "Pendant {days} jours à compter de votre accord, sauf si vous le retirez avant."
+        ),
+        "no_end": "Sans date de fin : jusqu'à ce que vous retiriez votre accord.",
+        "text_heading": "Le texte du consentement",
+        "text_version": "Version {version} du texte.",
+        "deadline": "Vous pouvez répondre jusqu'au {when}.",
+        "your_answer": "Votre réponse",
+        "answer_hint": (
+            "Les deux réponses sont libres. Si vous acceptez, vous pourrez retirer votre "
+            "accord à tout moment."
+        ),
+        "grant_button": "J'accepte",
+        "refuse_button": "Je refuse",
+        "granted_title": "Merci, votre accord est enregistré",
+        "granted_body": (
+            "{practitioner} peut désormais recevoir les données indiquées, pour les raisons "
+            "indiquées."
+        ),
+        "refused_title": "Votre refus est enregistré",
+        "refused_body": (
+            "Aucune donnée ne sera partagée pour cette demande. Cela ne change rien à vos soins."
+        ),
+        "reference": "Référence de la demande : {id}",
+        "manage_link": "Voir ou retirer mes consentements",
+        "manage_hint": "Gardez ce lien : il vous permet de retirer votre accord plus tard.",
+        "mine_title": "Mes consentements",
+        "mine_intro": (
+            "Les consentements que vous avez donnés à {organization}. Vous pouvez retirer "
+            "chacun d'eux à tout moment, aussi simplement que vous l'avez donné."
+        ),
+        "mine_empty": "Aucun consentement n'est enregistré pour vous.",
+        "status_label": "État",
+        "status_active": "En vigueur",
+        "status_revoked": "Retiré",
+        "status_expired": "Arrivé à son terme",
+        "decision_deny": "Vous avez refusé ce partage.",
+        "received_by": "Reçu par",
+        "data_label": "Données",
+        "purpose_label": "Raisons",
+        "period_label": "Période",
+        "period_bounded": "Du {start} au {end}",
+        "period_open": "Depuis le {start}, sans date de fin",
+        "withdraw_button": "Retirer ce consentement",
+        "withdraw_for": "donné à {practitioner}",
+        "withdrawn_title": "Votre consentement est retiré",
+        "withdrawn_body": (
+            "{practitioner} ne peut plus recevoir ces données à partir de maintenant. Les "
+            "partages faits avant ne sont pas remis en cause."
+        ),
+        "back_to_list": "Retour à mes consentements",
+        "what_next": "Que faire ?",
+        "error_tampered_title": "Ce lien n'est pas valide",
+        "error_tampered_body": "Le lien est incomplet ou a été modifié. Rien n'a été enregistré.",
+        "error_tampered_next": (
+            "Ouvrez le lien directement depuis le message reçu, en entier. Si cela ne "
+            "fonctionne toujours pas, demandez un nouveau lien au cabinet qui vous l'a envoyé."
+        ),
+        "error_expired_title": "Ce lien a expiré",
+        "error_expired_body": (
+            "Le délai pour utiliser ce lien est dépassé. Rien n'a été enregistré."
+        ),
+        "error_expired_next": "Demandez un nouveau lien au cabinet qui vous l'a envoyé.",
+        "error_answered_title": "Vous avez déjà répondu",
+        "error_answered_body": (
+            "Votre réponse à cette demande est déjà enregistrée ({answer}). Ce lien ne sert "
+            "qu'une fois : rien n'a changé."
+        ),
+        "error_answered_next": (
+            "Pour voir ou retirer vos consentements, ouvrez la page « Mes consentements »."
+        ),
+        "answer_granted": "accord",
+        "answer_refused": "refus",
+        "error_not_active_title": "Ce consentement n'est plus en vigueur",
+        "error_not_active_body": (
+            "Il a déjà été retiré ou il est arrivé à son terme. Rien n'a changé."
+        ),
+        "error_not_active_next": "Revenez à la liste pour voir l'état de vos consentements.",
+        "error_unknown_title": "Demande introuvable",
+        "error_unknown_body": "Nous ne trouvons pas ce que ce lien désigne.",
+        "error_unknown_next": "Contactez le cabinet qui vous a envoyé le lien.",
+        "error_csrf_title": "Le formulaire a expiré",
+        "error_csrf_body": (
+            "Pour votre sécurité, votre réponse n'a pas été prise en compte. Rien n'a été "
+            "enregistré."
+        ),
+        "error_csrf_next": (
+            "Rouvrez le lien reçu et répondez à nouveau. Les cookies doivent être autorisés "
+            "pour ce site."
+        ),
+        "error_bad_form_title": "Réponse incomplète",
+        "error_bad_form_body": "Votre réponse n'a pas pu être lue. Rien n'a été enregistré.",
+        "error_bad_form_next": "Rouvrez le lien reçu et choisissez « J'accepte » ou « Je refuse ».",
+        "error_rate_title": "Trop de tentatives",
+        "error_rate_body": "Ce lien a été ouvert trop souvent en peu de temps.",
+        "error_rate_next": "Patientez une minute, puis réessayez.",
+        "error_server_title": "Un problème est survenu",
+        "error_server_body": "Votre demande n'a pas pu aboutir.",
+        "error_server_next": (
+            "Réessayez dans quelques minutes. Si le problème continue, contactez le cabinet "
+            "qui vous a envoyé le lien."
+        ),
+        "time_at": "{date} à {time}",
+    },
+    "en": {
+        "site_name": "Your health consents",
+        "skip_link": "Skip to content",
+        "other_language": "Français",
+        "form_title": "Consent request",
+        "form_intro": (
+            "{organization} asks for your agreement to share some of your health data. Read "
+            "what is asked, then agree or refuse."
+        ),
+        "who_asks": "Who is asking",
+        "who_receives": "Who will receive your data",
+        "practitioner_id": "Professional identifier: {id}",
+        "which_data": "Which data",
+        "why": "What for",
+        "how_long": "For how long",
+        "until_date": "Until {date}, unless you withdraw your agreement before.",
+        "for_days": "For {days} days from your agreement, unless you withdraw it before.",
+        "no_end": "No end date: until you withdraw your agreement.",
+        "text_heading": "The consent text",
+        "text_version": "Version {version} of the text.",
+        "deadline": "You can answer until {when}.",
+        "your_answer": "Your answer",
+        "answer_hint": (
+            "Both answers are free. If you agree, you can withdraw your agreement at any time."
+        ),
+        "grant_button": "I agree",
+        "refuse_button": "I refuse",
+        "granted_title": "Thank you, your agreement is recorded",
+        "granted_body": "{practitioner} may now receive the data listed, for the reasons listed.",
+        "refused_title": "Your refusal is recorded",
+        "refused_body": (
+            "No data will be shared for this request. This changes nothing in your care."
+        ),
+        "reference": "Request reference: {id}",
+        "manage_link": "See or withdraw my consents",
+        "manage_hint": "Keep this link: it lets you withdraw your agreement later.",
+        "mine_title": "My consents",
+        "mine_intro": (
+            "The consents you gave to {organization}. You can withdraw each of them at any "
+            "time, as easily as you gave it."
+        ),
+        "mine_empty": "No consent is recorded for you.",
+        "status_label": "Status",
+        "status_active": "In force",
+        "status_revoked": "Withdrawn",
+        "status_expired": "Ended",
+        "decision_deny": "You refused this sharing.",
+        "received_by": "Received by",
+        "data_label": "Data",
+        "purpose_label": "Reasons",
+        "period_label": "Period",
+        "period_bounded": "From {start} to {end}",
+        "period_open": "Since {start}, no end date",
+        "withdraw_button": "Withdraw this consent",
+        "withdraw_for": "given to {practitioner}",
+        "withdrawn_title": "Your consent is withdrawn",
+        "withdrawn_body": (
+            "{practitioner} can no longer receive this data from now on. Sharing that "
+            "happened before is not undone."
+        ),
+        "back_to_list": "Back to my consents",
+        "what_next": "What to do next?",
+        "error_tampered_title": "This link is not valid",
+        "error_tampered_body": "The link is incomplete or was changed. Nothing was recorded.",
+        "error_tampered_next": (
+            "Open the link straight from the message you received, in full. If it still does "
+            "not work, ask the practice that sent it for a new link."
+        ),
+        "error_expired_title": "This link has expired",
+        "error_expired_body": "The time to use this link is over. Nothing was recorded.",
+        "error_expired_next": "Ask the practice that sent it for a new link.",
+        "error_answered_title": "You have already answered",
+        "error_answered_body": (
+            "Your answer to this request is already recorded ({answer}). This link works only "
+            "once: nothing changed."
+        ),
+        "error_answered_next": "To see or withdraw your consents, open the “My consents” page.",
+        "answer_granted": "agreed",
+        "answer_refused": "refused",
+        "error_not_active_title": "This consent is no longer in force",
+        "error_not_active_body": "It was already withdrawn or has ended. Nothing changed.",
+        "error_not_active_next": "Go back to the list to see the state of your consents.",
+        "error_unknown_title": "Request not found",
+        "error_unknown_body": "We cannot find what this link points to.",
+        "error_unknown_next": "Contact the practice that sent you the link.",
+        "error_csrf_title": "The form has expired",
+        "error_csrf_body": (
+            "For your safety, your answer was not taken into account. Nothing was recorded."
+        ),
+        "error_csrf_next": (
+            "Open the link you received again and answer once more. Cookies must be allowed "
+            "for this site."
+        ),
+        "error_bad_form_title": "Incomplete answer",
+        "error_bad_form_body": "Your answer could not be read. Nothing was recorded.",
+        "error_bad_form_next": (
+            "Open the link you received again and choose “I agree” or “I refuse”."
+        ),
+        "error_rate_title": "Too many attempts",
+        "error_rate_body": "This link was opened too often in a short time.",
+        "error_rate_next": "Wait a minute, then try again.",
+        "error_server_title": "Something went wrong",
+        "error_server_body": "Your request could not be completed.",
+        "error_server_next": (
+            "Try again in a few minutes. If the problem goes on, contact the practice that "
+            "sent you the link."
+        ),
+        "time_at": "{date} at {time} (Paris time)",
+    },
+}
+
+Translate = Callable[..., str]
+
+
+def translator(language: str) -> Translate:
+    """``t(key, **values)`` for one language; values are escaped by Jinja, not here."""
+    messages = MESSAGES[language]
+
+    def translate(key: str, **values: object) -> str:
+        return messages[key].format(**values) if values else messages[key]
+
+    return translate
+
+
+def category_words(language: str, category: str) -> tuple[str, str | None]:
+    """Label and explanation of a data category, in plain words."""
+    label, explanation = CATEGORIES[language].get(category, (category, None))
+    return label, explanation
+
+
+def purpose_words(language: str, purpose: str) -> tuple[str, str | None]:
+    """Label and explanation of a purpose, in plain words."""
+    label, explanation = PURPOSES[language].get(purpose, (purpose, None))
+    return label, explanation
+
+
+def format_date(language: str, value: datetime) -> str:
+    """``12 mars 2027`` / ``12 March 2027`` in Paris time."""
+    local = value.astimezone(LOCAL_TIME)
+    return f"{local.day} {MONTHS[language][local.month - 1]} {local.year}"
+
+
+def format_moment(language: str, value: datetime) -> str:
+    """A date and a time of day in Paris time, e.g. a deadline to answer."""
+    local = value.astimezone(LOCAL_TIME)
+    clock = f"{local.hour} h {local.minute:02d}" if language == "fr" else f"{local:%H:%M}"
+    return MESSAGES[language]["time_at"].format(date=format_date(language, value), time=clock)

@@ -1,0 +1,390 @@
+"""The patient form: answer a consent request, see and withdraw one's consents.
+
+Server-rendered pages that work without JavaScript. GET never changes
+anything; every POST needs a CSRF token; every answer is an atomic state
+change in ``services.requests``. Each failure is a page in the patient's
+language saying what happened and what to do next, with the HTTP status a
+machine would expect (400 tampered, 403 CSRF, 404 unknown, 409 already
+answered, 410 expired, 429 too many attempts).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    g,
+    render_template,
+    request,
+    url_for,
+)
+from flask.blueprints import BlueprintSetupState
+from werkzeug.exceptions import HTTPException
+
+from consent_service.api.context import state
+from consent_service.db.request_models import ConsentRequest
+from consent_service.services import policies
+from consent_service.services import requests as service
+from consent_service.services.errors import Conflict, NotFound
+from consent_service.timefmt import utcnow
+from consent_service.web import i18n, links
+from consent_service.web.csrf import csrf_is_valid, csrf_token, set_csrf_cookie
+from consent_service.web.ratelimit import AttemptLimiter
+
+log = logging.getLogger(__name__)
+
+blp = Blueprint(
+    "web",
+    __name__,
+    url_prefix="/consent",
+    template_folder="templates",
+    static_folder="static",
+)
+LIMITER = "consent_web_limiter"
+
+# No script at all, styles from this origin only, never framed, forms post
+# only back here.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+@dataclass
+class PatientError(Exception):
+    """Stop and show the patient the ``kind`` error page with ``status``."""
+
+    kind: str
+    status: int
+    manage_url: str | None = None
+    back_url: str | None = None
+    values: dict[str, str] = field(default_factory=dict)
+
+
+@blp.record_once
+def _install_limiter(setup: BlueprintSetupState) -> None:
+    settings = setup.app.extensions["consent_service"].settings
+    setup.app.extensions[LIMITER] = None if settings.rate_limits == "off" else AttemptLimiter()
+
+
+@blp.after_request
+def _protect(response: Response) -> Response:
+    set_csrf_cookie(response)
+    for name, value in SECURITY_HEADERS.items():
+        response.headers[name] = value
+    return response
+
+
+@blp.get("/request")
+def answer_form() -> Response:
+    """The consent request as the patient reads it, with agree and refuse buttons."""
+    g.lang = _language()
+    token = request.args.get("t")
+    request_id = _verified(links.ANSWER, token)
+    now = utcnow()
+    with state().database.reading() as session:
+        consent_request = _find(session, request_id)
+        g.lang = _language(consent_request.language)
+        _ensure_pending(consent_request, now)
+        text = policies.current_policy_text(session, language=g.lang)
+    return _page(
+        "form.html",
+        200,
+        switch_url=_switch_url(),
+        req=consent_request,
+        text=text,
+        paragraphs=[part.strip() for part in text.body.split("\n\n") if part.strip()],
+        token=token,
+        csrf=csrf_token(_keys()),
+        deadline=i18n.format_moment(g.lang, consent_request.expires_at),
+        duration=_duration(consent_request),
+        categories=_words(i18n.category_words, consent_request.categories),
+        purposes=_words(i18n.purpose_words, consent_request.purposes),
+    )
+
+
+@blp.post("/request")
+def answer_submit() -> Response:
+    """Record the patient's answer: grant (a consent and its event) or refuse."""
+    g.lang = _language()
+    _require_csrf()
+    token = request.form.get("t")
+    request_id = _verified(links.ANSWER, token)
+    answer = request.form.get("answer")
+    text_language = request.form.get("text_language", "")
+    if answer not in ("grant", "refuse") or text_language not in i18n.LANGUAGES:
+        raise PatientError("bad_form", 400)
+    now = utcnow()
+    with state().database.transaction() as session:
+        try:
+            text = policies.get_policy_text(
+                session, version=request.form.get("text_version", ""), language=text_language
+            )
+        except NotFound:
+            raise PatientError("bad_form", 400) from None
+        try:
+            outcome = service.answer_request(
+                session, request_id=request_id, grant=answer == "grant", text=text, now=now
+            )
+        except NotFound:
+            raise PatientError("unknown", 404) from None
+    consent_request = outcome.request
+    if outcome.kind == "expired":
+        raise PatientError("expired", 410)
+    if outcome.kind == "already-answered":
+        raise _already_answered(consent_request)
+    log.info("consent request %s answered: %s", consent_request.id, outcome.kind)
+    return _page(
+        "answered.html",
+        200,
+        req=consent_request,
+        granted=outcome.kind == "granted",
+        manage_url=_manage_url(consent_request),
+    )
+
+
+@blp.get("/mine")
+def my_consents() -> Response:
+    """The patient's consents in this organization, each with a withdraw button."""
+    g.lang = _language()
+    token = request.args.get("t")
+    request_id = _verified(links.MANAGE, token)
+    with state().database.reading() as session:
+        consent_request = _find(session, request_id)
+        g.lang = _language(consent_request.language)
+        consents = service.patient_consents(
+            session,
+            organization=consent_request.organization,
+            patient_id=consent_request.patient_id,
+        )
+        names = service.practitioner_names(
+            session,
+            organization=consent_request.organization,
+            practitioner_ids=[consent["practitioner_id"] for consent in consents],
+        )
+    return _page(
+        "mine.html",
+        200,
+        switch_url=_switch_url(),
+        req=consent_request,
+        token=token,
+        csrf=csrf_token(_keys()) if consents else None,
+        items=[_consent_view(consent, names) for consent in consents],
+    )
+
+
+@blp.post("/mine")
+def withdraw() -> Response:
+    """Withdraw one consent: a revoke by the patient, with its new version and event."""
+    g.lang = _language()
+    _require_csrf()
+    token = request.form.get("t")
+    request_id = _verified(links.MANAGE, token)
+    back_url = url_for("web.my_consents", t=token, lang=g.lang)
+    try:
+        consent_id = str(uuid.UUID(request.form.get("consent_id", "")))
+    except ValueError:
+        raise PatientError("bad_form", 400, back_url=back_url) from None
+    now = utcnow()
+    try:
+        with state().database.transaction() as session:
+            consent_request = _find(session, request_id)
+            revoked = service.withdraw_consent(
+                session,
+                organization=consent_request.organization,
+                patient_id=consent_request.patient_id,
+                consent_id=consent_id,
+                now=now,
+            )
+            names = service.practitioner_names(
+                session,
+                organization=consent_request.organization,
+                practitioner_ids=[revoked["practitioner_id"]],
+            )
+    except Conflict:
+        raise PatientError("not_active", 409, back_url=back_url) from None
+    except NotFound:
+        raise PatientError("unknown", 404, back_url=back_url) from None
+    log.info("consent %s withdrawn by the patient", consent_id)
+    return _page("withdrawn.html", 200, item=_consent_view(revoked, names), back_url=back_url)
+
+
+@blp.route("/<path:_unknown>", methods=["GET", "POST"])
+def not_found(_unknown: str) -> Response:
+    """Any other address under /consent: a page, not a JSON problem."""
+    g.lang = _language()
+    raise PatientError("unknown", 404)
+
+
+@blp.errorhandler(PatientError)
+def _patient_error(error: PatientError) -> Response:
+    response = _page(
+        "error.html",
+        error.status,
+        switch_url=_switch_url() if request.method == "GET" else None,
+        kind=error.kind,
+        manage_url=error.manage_url,
+        back_url=error.back_url,
+        values=error.values,
+    )
+    if error.status == 429:
+        limiter = _limiter()
+        wait = limiter.retry_after(_client()) if limiter else 60
+        response.headers["Retry-After"] = str(wait)
+    return response
+
+
+@blp.errorhandler(HTTPException)
+def _http_error(error: HTTPException) -> Response:
+    # Oversized or unparsable form bodies, unexpected methods: still a page.
+    status = error.code or 400
+    kind = "unknown" if status == 404 else "server" if status >= 500 else "bad_form"
+    return _patient_error(PatientError(kind, status))
+
+
+@blp.errorhandler(Exception)
+def _unexpected(error: Exception) -> Response:
+    log.exception("web form failure request_id=%s", g.get("request_id"))
+    return _patient_error(PatientError("server", 500))
+
+
+def _page(template: str, status: int, **context: Any) -> Response:
+    lang = g.get("lang", i18n.DEFAULT_LANGUAGE)
+    context.setdefault("switch_url", None)
+    html = render_template(template, lang=lang, t=i18n.translator(lang), **context)
+    return Response(html, status=status, mimetype="text/html")
+
+
+def _keys() -> Sequence[str]:
+    return state().settings.secret_keys
+
+
+def _limiter() -> AttemptLimiter | None:
+    limiter: AttemptLimiter | None = current_app.extensions.get(LIMITER)
+    return limiter
+
+
+def _client() -> str:
+    return request.remote_addr or "unknown"
+
+
+def _verified(purpose: str, token: str | None) -> str:
+    """The request id of a link, after the per-client attempt limit."""
+    limiter = _limiter()
+    if limiter is not None and not limiter.allow(_client()):
+        raise PatientError("rate", 429)
+    try:
+        return links.verify(_keys(), purpose, token)
+    except links.LinkError as error:
+        raise PatientError(error.kind, 410 if error.kind == "expired" else 400) from None
+
+
+def _require_csrf() -> None:
+    if not csrf_is_valid(_keys()):
+        raise PatientError("csrf", 403)
+
+
+def _language(known: str | None = None) -> str:
+    """Explicit choice (``lang``), else the request's language, else the browser's, else fr."""
+    chosen = request.values.get("lang")
+    if chosen in i18n.LANGUAGES:
+        return chosen
+    if known in i18n.LANGUAGES:
+        return known
+    best = request.accept_languages.best_match(i18n.LANGUAGES)
+    return best or i18n.DEFAULT_LANGUAGE
+
+
+def _switch_url() -> str | None:
+    """This page in the other language (GET pages only: the same link, another ``lang``)."""
+    if request.method != "GET" or request.endpoint not in ("web.answer_form", "web.my_consents"):
+        return None
+    other = "en" if g.get("lang") == "fr" else "fr"
+    return url_for(request.endpoint, t=request.args.get("t", ""), lang=other)
+
+
+def _find(session: Any, request_id: str) -> ConsentRequest:
+    try:
+        return service.find_request(session, request_id=request_id)
+    except NotFound:
+        raise PatientError("unknown", 404) from None
+
+
+def _ensure_pending(consent_request: ConsentRequest, now: datetime) -> None:
+    status = service.effective_status(consent_request, now)
+    if status == "expired":
+        raise PatientError("expired", 410)
+    if status != "pending":
+        raise _already_answered(consent_request)
+
+
+def _already_answered(consent_request: ConsentRequest) -> PatientError:
+    t = i18n.translator(g.lang)
+    answer = t("answer_granted" if consent_request.status == "granted" else "answer_refused")
+    return PatientError(
+        "answered", 409, manage_url=_manage_url(consent_request), values={"answer": answer}
+    )
+
+
+def _manage_url(consent_request: ConsentRequest) -> str:
+    token = links.sign(_keys(), links.MANAGE, consent_request.id)
+    return url_for("web.my_consents", t=token, lang=g.lang)
+
+
+def _duration(consent_request: ConsentRequest) -> str:
+    t = i18n.translator(g.lang)
+    if consent_request.valid_for_days is not None:
+        return t("for_days", days=str(consent_request.valid_for_days))
+    if consent_request.valid_until is not None:
+        return t("until_date", date=i18n.format_date(g.lang, consent_request.valid_until))
+    return t("no_end")
+
+
+def _words(lookup: Any, words: Sequence[str]) -> list[tuple[str, str | None]]:
+    return [lookup(g.lang, word) for word in words]
+
+
+def _consent_view(
+    consent: dict[str, Any], names: dict[str, tuple[str, str | None]]
+) -> dict[str, Any]:
+    """What the "my consents" page shows of one consent, in the patient's words."""
+    t = i18n.translator(g.lang)
+    name, profession = names.get(consent["practitioner_id"], (consent["practitioner_id"], None))
+    start = i18n.format_date(g.lang, _instant(consent["valid_from"]))
+    if consent["valid_until"]:
+        end = i18n.format_date(g.lang, _instant(consent["valid_until"]))
+        period = t("period_bounded", start=start, end=end)
+    else:
+        period = t("period_open", start=start)
+    return {
+        "id": consent["id"],
+        "practitioner": name,
+        "profession": profession,
+        "categories": _words(i18n.category_words, consent["categories"]),
+        "purposes": _words(i18n.purpose_words, consent["purposes"]),
+        "period": period,
+        "status": consent["status"],
+        "is_refusal": consent["decision"] == "deny",
+        "can_withdraw": consent["status"] == "active" and consent["decision"] == "permit",
+    }
+
+
+def _instant(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))

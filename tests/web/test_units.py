@@ -1,0 +1,59 @@
+"""Pure pieces of the web form: catalogues, the attempt limiter, evidence size."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from consent_service.db.request_models import PolicyText
+from consent_service.services.requests import evidence_ref
+from consent_service.web import i18n
+from consent_service.web.ratelimit import AttemptLimiter
+
+TEMPLATES = Path(i18n.__file__).parent / "templates"
+ERROR_KINDS = ("tampered", "expired", "answered", "not_active", "unknown", "csrf", "bad_form",
+               "rate", "server")  # fmt: skip
+
+
+def test_both_languages_have_every_message_and_word() -> None:
+    assert set(i18n.MESSAGES["fr"]) == set(i18n.MESSAGES["en"])
+    assert set(i18n.CATEGORIES["fr"]) == set(i18n.CATEGORIES["en"])
+    assert set(i18n.PURPOSES["fr"]) == set(i18n.PURPOSES["en"])
+    for kind in ERROR_KINDS:
+        for part in ("title", "body", "next"):
+            assert f"error_{kind}_{part}" in i18n.MESSAGES["fr"]
+
+
+def test_every_message_key_used_by_a_template_exists() -> None:
+    used: set[str] = set()
+    for template in TEMPLATES.glob("*.html"):
+        used |= set(re.findall(r't\("([a-z_]+)"[,)]', template.read_text()))
+    assert used and used <= set(i18n.MESSAGES["fr"])
+
+
+def test_dates_in_paris_time_and_plain_words() -> None:
+    late_evening_utc = datetime(2027, 3, 11, 23, 30, tzinfo=UTC)
+    assert i18n.format_date("fr", late_evening_utc) == "12 mars 2027"
+    assert i18n.format_date("en", late_evening_utc) == "12 March 2027"
+    assert i18n.format_moment("fr", late_evening_utc) == "12 mars 2027 à 0 h 30"
+    assert i18n.category_words("en", "radiographs")[0] == "Your X-rays"
+    assert i18n.purpose_words("fr", "custom-purpose") == ("custom-purpose", None)
+
+
+def test_attempt_limiter_slides() -> None:
+    now = [0.0]
+    limiter = AttemptLimiter(limit=3, window=10, clock=lambda: now[0])
+    assert [limiter.allow("a") for _ in range(4)] == [True, True, True, False]
+    assert limiter.allow("b")
+    assert limiter.retry_after("a") == 11
+    now[0] = 10.5
+    assert limiter.allow("a")
+
+
+def test_evidence_fits_its_column_at_the_longest() -> None:
+    text = PolicyText(version="v" * 32, language="fr", sha256="f" * 64)
+    reference = evidence_ref(str(uuid.uuid4()), datetime.now(UTC), text)
+    assert len(reference) <= 256
+    assert "192.168" not in reference and "Mozilla" not in reference
