@@ -7,19 +7,22 @@ import uuid
 
 from flask import Flask, Response, g, request
 from flask_smorest import Api
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from consent_service.api import consents, decisions, events, health
+from consent_service.api import audit, consents, decisions, events, health
 from consent_service.api import requests as consent_requests
 from consent_service.api.context import ServiceState
 from consent_service.api.metrics import register_metrics
 from consent_service.api.parsing import JSON_TYPES, SafeJSONProvider
 from consent_service.api.problems import (
+    handle_database_error,
     handle_domain_error,
     handle_http_exception,
     handle_unexpected,
     problem,
 )
+from consent_service.api.security import register_security
 from consent_service.config import Settings
 from consent_service.db.session import Database
 from consent_service.services.errors import DomainError
@@ -51,6 +54,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     register_metrics(app)
     api = register_blueprints(app)
     register_errorhandlers(app, api)
+    register_security(app, settings, app.extensions["consent_service"].database)
     return app
 
 
@@ -60,7 +64,7 @@ def register_blueprints(app: Flask) -> Api:
         "bearer", {"type": "http", "scheme": "bearer", "description": "API key"}
     )
     api.spec.options["security"] = [{"bearer": []}]
-    for blueprint in (consents.blp, decisions.blp, events.blp, consent_requests.blp):
+    for blueprint in (consents.blp, decisions.blp, events.blp, audit.blp, consent_requests.blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.blp)
     app.register_blueprint(web_views.blp)
@@ -70,6 +74,7 @@ def register_blueprints(app: Flask) -> Api:
 def register_errorhandlers(app: Flask, api: Api) -> None:
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(DomainError, handle_domain_error)
+    app.register_error_handler(SQLAlchemyError, handle_database_error)
     app.register_error_handler(Exception, handle_unexpected)
 
 

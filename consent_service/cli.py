@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from consent_service import cli_keys
+from consent_service.cli_audit import audit_group
 from consent_service.config import ConfigError, Settings
 from consent_service.db.migrate import upgrade
 from consent_service.db.session import Database
@@ -80,7 +82,8 @@ def clients() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def clients_create(organization: str, scopes: str, name: str, as_json: bool) -> None:
     """Create a client; its API key is printed once and stored only hashed."""
-    database = Database(load_settings().database_url)
+    settings = load_settings()
+    database = Database(settings.database_url)
     try:
         with database.transaction() as session:
             client, api_key = client_service.create_client(
@@ -89,6 +92,7 @@ def clients_create(organization: str, scopes: str, name: str, as_json: bool) -> 
                 scopes=[scope.strip() for scope in scopes.split(",") if scope.strip()],
                 name=name or organization,
                 now=utcnow(),
+                peppers=settings.api_key_peppers,
             )
     except DomainError as error:
         raise click.UsageError(error.detail) from None
@@ -137,3 +141,7 @@ def clients_revoke(client_id: str) -> None:
 
 
 main.add_command(web_cli.policies)
+
+main.add_command(audit_group)
+clients.add_command(cli_keys.rotate)
+clients.add_command(cli_keys.revoke_key)

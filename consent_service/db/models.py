@@ -39,8 +39,10 @@ class ApiClient(Base):
     organization: Mapped[str] = mapped_column(String(64), index=True)
     name: Mapped[str] = mapped_column(String(128))
     scopes: Mapped[list[str]] = mapped_column(JSON)
-    key_prefix: Mapped[str] = mapped_column(String(32), unique=True)
-    key_hash: Mapped[str] = mapped_column(String(128))
+    # Superseded by ``api_keys`` (migration 0004 copied them there); NULL for
+    # new clients and dropped in a later release.
+    key_prefix: Mapped[str | None] = mapped_column(String(32), unique=True)
+    key_hash: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -171,6 +173,9 @@ class IdempotencyRecord(Base):
     response_headers: Mapped[dict[str, str]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
+
+# Tables of the audit chain, API keys and rate counters (issue 5).
+import consent_service.db.audit_models  # noqa: E402, F401
 
 # The web form's tables live in their own module; importing it here registers
 # them on Base.metadata wherever the core models are loaded.

@@ -1,0 +1,168 @@
+"""Which API requests append to the audit log, and with which ids.
+
+Reads, decisions, refused accesses (401, 403, 404) and writes that changed
+nothing (a conflict, a replay) are appended here, after the view answered, on
+a connection of their own. Writes that recorded a consent version were
+already audited inside their own transaction (``services.audit``), so they
+are not appended twice.
+
+A read whose audit entry cannot be written is not answered: the caller gets
+503 instead of consent data that nobody could later account for.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Response, g, request
+from sqlalchemy.exc import SQLAlchemyError
+
+from consent_service.api.context import state
+from consent_service.api.problems import problem
+from consent_service.api.schemas import IDENTIFIER
+from consent_service.db.session import Database
+from consent_service.services import audit
+from consent_service.services.clients import AuthResult
+from consent_service.timefmt import utcnow
+
+log = logging.getLogger(__name__)
+
+ACTIONS = {
+    "consents.create_consent": "consent.create",
+    "consents.list_consents": "consent.list",
+    "consents.get_consent": "consent.read",
+    "consents.amend_consent": "consent.amend",
+    "consents.revoke_consent": "consent.revoke",
+    "consents.list_versions": "consent.versions",
+    "consents.get_version": "consent.version",
+    "consents.revoke_practitioner": "practitioner.revoke-all",
+    "consents.export_patient": "patient.export",
+    "decisions.decide": "decision",
+    "decisions.decide_batch": "decision",
+    "events.list_events": "events.read",
+    "audit.list_audit": "audit.read",
+}
+OUTCOMES = {
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    409: "conflict",
+    412: "stale",
+    428: "precondition-required",
+}
+ID_FIELDS = ("consent_id", "patient_id", "practitioner_id")
+# A flood of these must not become a flood of audit writes; the JSON access
+# log still records them.
+NOT_AUDITED = {405, 415, 429}
+
+
+def begin_request() -> None:
+    """Start the request's audit context (who is known once the key is checked)."""
+    audit.current_context.set(audit.Context(request_id=g.get("request_id")))
+    audit.versions_audited.set([])
+
+
+def record_request(response: Response) -> Response:
+    """Append this request's audit entries; 503 if a read cannot be accounted for."""
+    if request.endpoint is None or not request.path.startswith("/v1/"):
+        return response
+    if response.status_code in NOT_AUDITED or response.status_code >= 500:
+        return response
+    principal = g.get("principal")
+    if principal is None and response.status_code not in (401, 403):
+        return response
+    if 200 <= response.status_code < 300 and audit.versions_audited.get():
+        return response  # audited in the write's own transaction
+    records = _records(response)
+    try:
+        _append(state().database, records)
+    except SQLAlchemyError:
+        log.exception("audit append failed request_id=%s", g.get("request_id"))
+        if 200 <= response.status_code < 300:
+            return problem(
+                503, "Service Unavailable", "The access could not be recorded; try again."
+            )
+    return response
+
+
+def _append(database: Database, records: list[audit.Record]) -> None:
+    with database.engine.connect() as connection:
+        if not database.is_sqlite:
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+        audit.append(connection, records, now=utcnow())
+
+
+def _records(response: Response) -> list[audit.Record]:
+    endpoint = request.endpoint or ""
+    action = ACTIONS.get(endpoint, endpoint.replace("_", "-")[:48])
+    status = response.status_code
+    who = _who()
+    if action == "decision" and status == 200:
+        return [
+            audit.Record(action, outcome, status, objects, **who)
+            for outcome, objects in _decisions(response)
+        ]
+    outcome = "ok" if 200 <= status < 300 else OUTCOMES.get(status, "invalid")
+    return [audit.Record(action, outcome, status, _objects(response), **who)]
+
+
+def _who() -> dict[str, Any]:
+    principal = g.get("principal")
+    result: AuthResult | None = g.get("auth_result")
+    if principal is not None:
+        client_id, organization = principal.client_id, principal.organization
+    elif result is not None:
+        client_id, organization = result.client_id, result.organization
+    else:
+        client_id = organization = None
+    return {"client_id": client_id, "organization": organization, "request_id": g.get("request_id")}
+
+
+def _objects(response: Response) -> dict[str, Any]:
+    objects: dict[str, Any] = {}
+    for source in (request.view_args or {}, request.args):
+        for name in ID_FIELDS:
+            if name in source:
+                objects[name] = _identifier(str(source[name]))
+    if request.view_args and "number" in request.view_args:
+        objects["version"] = request.view_args["number"]
+    result: AuthResult | None = g.get("auth_result")
+    if result is not None and result.failure:
+        objects["key"] = result.failure
+    body = response.get_json(silent=True) if response.is_json else None
+    if isinstance(body, dict) and response.status_code < 300:
+        if isinstance(body.get("id"), str):
+            objects["consent_id"] = _identifier(body["id"])
+        if isinstance(body.get("version"), int):
+            objects["version"] = body["version"]
+        if isinstance(body.get("items"), list):
+            objects["count"] = len(body["items"])
+        if isinstance(body.get("revoked"), list):
+            objects["count"] = len(body["revoked"])
+    return objects
+
+
+def _decisions(response: Response) -> list[tuple[str, dict[str, Any]]]:
+    asked = request.get_json(silent=True) or {}
+    answered = response.get_json(silent=True) or {}
+    questions = asked.get("checks", [asked]) if isinstance(asked, dict) else []
+    answers = answered.get("results", [answered]) if isinstance(answered, dict) else []
+    entries = []
+    for question, answer in zip(questions, answers, strict=False):
+        objects = {name: _identifier(str(question.get(name, ""))) for name in ID_FIELDS[1:]}
+        objects.update(
+            category=_identifier(str(question.get("category", ""))),
+            purpose=_identifier(str(question.get("purpose", ""))),
+            consent_id=answer.get("consent_id"),
+            version=answer.get("version"),
+        )
+        if question.get("at"):
+            objects["at"] = _identifier(str(question["at"]))
+        entries.append((str(answer.get("decision", "deny")), objects))
+    return entries
+
+
+def _identifier(value: str) -> str:
+    """Ids only: anything that is not shaped like an id is not stored."""
+    return value if IDENTIFIER.match(value) else "<invalid>"
