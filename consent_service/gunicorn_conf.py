@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ def _env_int(name: str, default: int, *, minimum: int = 1, maximum: int = 256) -
     return value
 
 
-def _trusted_proxies(raw: str) -> str:
+def _trusted_proxies(raw: str) -> list[str]:
     """Validate ``CONSENT_TRUSTED_PROXIES`` (addresses or CIDRs, or ``*``)."""
     entries = [part.strip() for part in raw.split(",") if part.strip()]
     for entry in entries:
@@ -78,7 +79,55 @@ def _trusted_proxies(raw: str) -> str:
             ipaddress.ip_network(entry)
         except ValueError:
             sys.exit(f"CONSENT_TRUSTED_PROXIES: {entry!r} is not an IP address or CIDR network")
-    return ",".join(entries)
+    return entries
+
+
+class TrustedForwardedFor:
+    """WSGI middleware: the client address from ``X-Forwarded-For``, if a trusted proxy says so.
+
+    gunicorn itself only honours the scheme header; ``REMOTE_ADDR`` stays the
+    peer, which behind an ingress is the ingress controller for every patient
+    (one shared rate-limit bucket, one address in every log). The header is
+    read from the right, skipping trusted proxies: the first address that is
+    not one is the client. From an untrusted peer the header is ignored, so
+    a client cannot choose its own address.
+    """
+
+    def __init__(self, app: Callable[..., Any], trusted: list[str]) -> None:
+        self._app = app
+        self._any = "*" in trusted
+        self._networks = [ipaddress.ip_network(entry) for entry in trusted if entry != "*"]
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return self._any or any(ip in network for network in self._networks)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
+        if forwarded and self._is_trusted(environ.get("REMOTE_ADDR", "")):
+            client = self._client(forwarded)
+            if client is not None:
+                environ["REMOTE_ADDR"] = client
+        return self._app(environ, start_response)
+
+    def _client(self, forwarded: str) -> str | None:
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        untrusted = [hop for hop in hops if not self._is_trusted(hop)]
+        # The right-most address no trusted proxy vouches for; if every hop
+        # is a trusted proxy, the first of them.
+        client = untrusted[-1] if untrusted else hops[0] if hops else None
+        return client if client is not None and _is_address(client) else None
+
+
+def _is_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 # Workers: PERF.md measured sync workers at 2 per core as the best
@@ -99,9 +148,11 @@ keepalive = 5
 max_requests = 0
 
 # Forwarded headers: only peers named here may say "this was HTTPS"
-# (X-Forwarded-Proto), which decides the scheme of the form links. Empty
-# trusts nobody; the chart sets the ingress controllers' network.
-forwarded_allow_ips = _trusted_proxies(os.environ.get("CONSENT_TRUSTED_PROXIES", ""))
+# (X-Forwarded-Proto, which decides the scheme of the form links) or who
+# the client was (X-Forwarded-For, see TrustedForwardedFor). Empty trusts
+# nobody; in the chart, set it to the ingress controllers' pod network.
+TRUSTED_PROXIES = _trusted_proxies(os.environ.get("CONSENT_TRUSTED_PROXIES", ""))
+forwarded_allow_ips = ",".join(TRUSTED_PROXIES)
 secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
 
 # Access log on stdout: the path without its query string (%(U)s, never
@@ -150,6 +201,12 @@ def _use_multiprocess_values() -> None:
     from prometheus_client import values
 
     values.ValueClass = values.get_value_class()
+
+
+def post_worker_init(worker: Any) -> None:
+    """Put the client-address middleware around the app each worker loaded."""
+    if TRUSTED_PROXIES:
+        worker.wsgi = TrustedForwardedFor(worker.wsgi, TRUSTED_PROXIES)
 
 
 def child_exit(server: Any, worker: Any) -> None:

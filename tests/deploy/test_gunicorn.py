@@ -24,10 +24,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from consent_service.gunicorn_conf import available_cpus
+from consent_service.gunicorn_conf import TrustedForwardedFor, available_cpus
 
 CLI = shutil.which("consent-service", path=str(Path(sys.executable).parent)) or "consent-service"
 START_TIMEOUT = 30.0
+SCOPES = "decisions:read,consents:write"
 
 
 @dataclass
@@ -55,9 +56,11 @@ class Server:
     def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         return self.request("GET", path, headers=headers)
 
-    def post_json(self, path: str, body: object) -> tuple[int, bytes]:
-        headers = {"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"}
-        return self.request("POST", path, json.dumps(body).encode(), headers)
+    def post_json(
+        self, path: str, body: object, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        sent = {"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"}
+        return self.request("POST", path, json.dumps(body).encode(), {**sent, **(headers or {})})
 
 
 def free_port() -> int:
@@ -91,22 +94,13 @@ def cli(env: dict[str, str], cwd: Path, *args: str) -> str:
     return done.stdout
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    env = service_env(tmp_path)
+@contextlib.contextmanager
+def running_server(tmp_path: Path, **settings: str) -> Iterator[Server]:
+    """`consent-service serve` on a free loopback port, stopped on the way out."""
+    env = service_env(tmp_path, **settings)
     cli(env, tmp_path, "db", "upgrade")
     created = json.loads(
-        cli(
-            env,
-            tmp_path,
-            "clients",
-            "create",
-            "--org",
-            "org-a",
-            "--scopes",
-            "decisions:read",
-            "--json",
-        )
+        cli(env, tmp_path, "clients", "create", "--org", "org-a", "--scopes", SCOPES, "--json")
     )
     port = free_port()
     log = tmp_path / "gunicorn.log"
@@ -131,6 +125,12 @@ def server(tmp_path: Path) -> Iterator[Server]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with running_server(tmp_path) as running:
+        yield running
 
 
 def wait_until_up(server: Server) -> None:
@@ -228,6 +228,38 @@ def test_sigterm_lets_the_request_in_flight_finish(server: Server) -> None:
         socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
 
 
+CONSENT_REQUEST = {
+    "patient_id": "patient-42",
+    "practitioner_id": "rpps:10003456789",
+    "practitioner_name": "Dr Test",
+    "categories": ["radiographs"],
+    "purposes": ["referral"],
+}
+FORWARDED = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7, 127.0.0.1"}
+
+
+def form_url_and_logged_client(server: Server) -> tuple[str, str]:
+    status, body = server.post_json("/v1/consent-requests", CONSENT_REQUEST, FORWARDED)
+    assert status == 201, body
+    os.killpg(server.process.pid, signal.SIGTERM)
+    server.process.wait(timeout=40)
+    (line,) = [x for x in server.log.read_text().splitlines() if "/v1/consent-requests" in x]
+    return json.loads(body)["form_url"], line.split()[0]
+
+
+def test_forwarded_headers_from_a_trusted_proxy_are_believed(tmp_path: Path) -> None:
+    with running_server(tmp_path, CONSENT_TRUSTED_PROXIES="127.0.0.0/8") as server:
+        form_url, client = form_url_and_logged_client(server)
+    assert form_url.startswith("https://")
+    assert client == "203.0.113.7"
+
+
+def test_forwarded_headers_from_anyone_else_are_ignored(server: Server) -> None:
+    form_url, client = form_url_and_logged_client(server)
+    assert form_url.startswith("http://")
+    assert client == "127.0.0.1"
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
@@ -267,3 +299,31 @@ def test_workers_follow_the_container_cpu_limit_not_the_node(tmp_path: Path) -> 
     assert available_cpus(tmp_path) == 1
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     assert available_cpus(tmp_path) == affinity
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "trusted", "seen"),
+    [
+        ("10.1.0.5", "203.0.113.7", ["10.1.0.0/16"], "203.0.113.7"),
+        # A client-supplied first hop cannot win over what the proxy saw.
+        ("10.1.0.5", "6.6.6.6, 203.0.113.7", ["10.1.0.0/16"], "203.0.113.7"),
+        ("10.1.0.5", "203.0.113.7, 10.1.0.9", ["10.1.0.0/16"], "203.0.113.7"),
+        ("198.51.100.1", "203.0.113.7", ["10.1.0.0/16"], "198.51.100.1"),
+        ("10.1.0.5", "not-an-address", ["10.1.0.0/16"], "10.1.0.5"),
+        ("10.1.0.5", "10.1.0.7, 10.1.0.9", ["10.1.0.0/16"], "10.1.0.7"),
+        ("198.51.100.1", "203.0.113.7", ["*"], "203.0.113.7"),
+    ],
+)
+def test_client_address_comes_from_trusted_proxies_only(
+    peer: str, forwarded: str, trusted: list[str], seen: str
+) -> None:
+    captured = {}
+
+    def app(environ: dict[str, str], start_response: object) -> list[bytes]:
+        captured["addr"] = environ["REMOTE_ADDR"]
+        return []
+
+    TrustedForwardedFor(app, trusted)(
+        {"REMOTE_ADDR": peer, "HTTP_X_FORWARDED_FOR": forwarded}, lambda *_: None
+    )
+    assert captured["addr"] == seen
