@@ -30,13 +30,13 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, event, func, insert, select
+from sqlalchemy import Connection, Table, delete, event, func, insert, select, tuple_
 from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction
 
 from consent_service.config import Settings
@@ -222,16 +222,17 @@ def canonical(objects: Mapping[str, Any]) -> str:
 
 
 def append(connection: Connection, records: Sequence[Record], *, now: datetime) -> None:
-    """Append entries with one INSERT on ``connection``.
+    """Append entries with one INSERT on ``connection``, and commit.
 
-    The caller commits (or the connection is in autocommit); the chain is
-    given back only if the statement succeeded, and dropped otherwise.
+    The chain is given back only once the commit succeeded; after any error
+    it is dropped, since the database may or may not hold the entries.
     """
     if not records:
         return
     chain = _chains.acquire()
     rows, head = _rows(chain, records, now)
     connection.execute(insert(_entries), rows)
+    connection.commit()
     _chains.release(head)
 
 
@@ -484,9 +485,8 @@ def verify(
             checkpoints.append(body)
     floors = _latest_floors(connection)
     seen: dict[str, tuple[int, str]] = {}
-    query = select(_entries).order_by(_entries.c.shard, _entries.c.seq)
-    for result_row in connection.execute(query.execution_options(yield_per=batch)):
-        row = dict(result_row._mapping)
+    broken: set[str] = set()
+    for row in _all_entries(connection, batch):
         shard = row["shard"]
         if shard not in seen:
             report.chains += 1
@@ -496,12 +496,30 @@ def verify(
         report.entries += 1
         problem = _link_problem(ring, row, expected_seq, expected_prev)
         if problem:
+            # Only a chain's first break names the first broken entry: later
+            # breaks in the same chain may be its consequences.
             report.fail(
-                f"entry {row['id']} (chain {shard}, seq {row['seq']}): {problem}", row["id"]
+                f"entry {row['id']} (chain {shard}, seq {row['seq']}): {problem}",
+                None if shard in broken else row["id"],
             )
+            broken.add(shard)
         seen[shard] = (row["seq"], row["hash"])
     _check_heads(checkpoints, seen, floors, report, connection)
     return report
+
+
+def _all_entries(connection: Connection | Session, batch: int) -> Iterator[dict[str, Any]]:
+    """Every entry by chain and seq, read in keyset pages (no server-side cursor needed)."""
+    key = tuple_(_entries.c.shard, _entries.c.seq)
+    query = select(_entries).order_by(_entries.c.shard, _entries.c.seq).limit(batch)
+    last: tuple[str, int] | None = None
+    while True:
+        page = query if last is None else query.where(key > tuple_(*last))
+        rows = [dict(row._mapping) for row in connection.execute(page)]
+        yield from rows
+        if len(rows) < batch:
+            return
+        last = (rows[-1]["shard"], rows[-1]["seq"])
 
 
 def _link_problem(ring: Keyring, row: Mapping[str, Any], seq: int, prev: str) -> str | None:

@@ -1,0 +1,30 @@
+"""Fixtures of the security suite: audit chains start afresh with each emptied database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from consent_service.db.audit_models import AuditEntry
+from consent_service.db.session import Database
+from consent_service.services import audit
+
+
+@pytest.fixture(autouse=True)
+def fresh_audit_chains() -> Iterator[None]:
+    """The tables are emptied after each test; this process's chain heads must go too."""
+    audit.reset_chains()
+    yield
+    audit.reset_chains()
+
+
+def audit_rows(database: Database, **where: Any) -> list[AuditEntry]:
+    """Audit entries in append order, optionally filtered by column values."""
+    query = select(AuditEntry).order_by(AuditEntry.id)
+    for name, value in where.items():
+        query = query.where(getattr(AuditEntry, name) == value)
+    with database.reading() as session:
+        return list(session.scalars(query))
