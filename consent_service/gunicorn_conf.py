@@ -155,10 +155,13 @@ TRUSTED_PROXIES = _trusted_proxies(os.environ.get("CONSENT_TRUSTED_PROXIES", "")
 forwarded_allow_ips = ",".join(TRUSTED_PROXIES)
 secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
 
-# Access log on stdout: the path without its query string (%(U)s, never
-# %(r)s), no request headers at all (so no Authorization), and the request
-# id the app returns, to join with the audit log.
-accesslog = "-"
+# Logs on stdout/stderr. The app writes its own JSON access line for every
+# request (route template, request id, client id: never a raw path, which
+# may hold a patient reference), so gunicorn's is off. Turned on with
+# GUNICORN_CMD_ARGS="--access-logfile -", it logs the path without its query
+# string (%(U)s, never %(r)s), no request headers at all (so no
+# Authorization), and the request id to join with the app's line.
+accesslog = None
 errorlog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms rid=%({x-request-id}o)s'
 

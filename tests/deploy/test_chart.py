@@ -33,6 +33,8 @@ KUBE_VERSIONS = [MIN_KUBE, kubernetes_validate.latest_version()]
 SECRET_ENV = {
     "CONSENT_DATABASE_URL",
     "CONSENT_SECRET_KEYS",
+    "CONSENT_API_KEY_PEPPER",
+    "CONSENT_AUDIT_KEYS",
     "CONSENT_KAFKA_SASL_USERNAME",
     "CONSENT_KAFKA_SASL_PASSWORD",
 }
@@ -175,7 +177,7 @@ def test_secret_variables_cannot_be_smuggled_in_as_plain_config(chart: helm.Char
 
 
 def test_secrets_each_workload_gets(production: dict[str, Any], chart: helm.Chart) -> None:
-    """Least privilege: only the relay sees Kafka credentials, only the API the link keys."""
+    """Least privilege: Kafka credentials for the relay only, link keys and pepper for the API."""
     objects = render(chart, merged(production, {"expiry": {"cronJob": {"enabled": True}}}))
     secret_env = {
         name: {
@@ -187,14 +189,20 @@ def test_secrets_each_workload_gets(production: dict[str, Any], chart: helm.Char
         for name, spec in pod_specs(objects)
     }
     assert secret_env == {
-        f"{FULLNAME}-api": {"CONSENT_DATABASE_URL", "CONSENT_SECRET_KEYS"},
+        f"{FULLNAME}-api": {
+            "CONSENT_DATABASE_URL",
+            "CONSENT_SECRET_KEYS",
+            "CONSENT_API_KEY_PEPPER",
+            "CONSENT_AUDIT_KEYS",
+        },
         f"{FULLNAME}-relay": {
             "CONSENT_DATABASE_URL",
+            "CONSENT_AUDIT_KEYS",
             "CONSENT_KAFKA_SASL_USERNAME",
             "CONSENT_KAFKA_SASL_PASSWORD",
         },
         f"{FULLNAME}-migrate": {"CONSENT_DATABASE_URL"},
-        f"{FULLNAME}-expire": {"CONSENT_DATABASE_URL"},
+        f"{FULLNAME}-expire": {"CONSENT_DATABASE_URL", "CONSENT_AUDIT_KEYS"},
     }
     relay = one(objects, "Deployment", f"{FULLNAME}-relay")["spec"]["template"]["spec"]
     ca_file = next(

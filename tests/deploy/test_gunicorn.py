@@ -74,7 +74,7 @@ def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("CONSENT_", "PROMETHEUS_"))
+        if not key.startswith(("CONSENT_", "PROMETHEUS_", "GUNICORN_"))
     }
     env.update(
         CONSENT_DATABASE_URL=f"sqlite:///{tmp_path / 'consent.db'}",
@@ -186,14 +186,23 @@ def test_health_readiness_and_metrics_summed_over_workers(server: Server) -> Non
     assert samples(text, "consent_outbox_query_up") == {(): 1.0}
 
 
-def test_access_log_keeps_query_strings_and_credentials_out(server: Server) -> None:
-    server.get("/healthz?token=query-secret-123", {"Authorization": "Bearer header-secret-456"})
-    server.post_json("/v1/decisions", DECISION)
-    os.killpg(server.process.pid, signal.SIGTERM)
-    server.process.wait(timeout=40)
-    log = server.log.read_text()
-    assert '"GET /healthz HTTP/1.1" 200' in log
-    assert '"POST /v1/decisions HTTP/1.1" 200' in log
+GUNICORN_ACCESS_LOG = {"GUNICORN_CMD_ARGS": "--access-logfile -"}
+
+
+@pytest.mark.parametrize("gunicorn_access_log", [False, True], ids=["default", "gunicorn-log-on"])
+def test_logs_keep_query_strings_and_credentials_out(
+    tmp_path: Path, gunicorn_access_log: bool
+) -> None:
+    settings = GUNICORN_ACCESS_LOG if gunicorn_access_log else {}
+    with running_server(tmp_path, **settings) as server:
+        server.get("/healthz?token=query-secret-123", {"Authorization": "Bearer header-secret-456"})
+        server.post_json("/v1/decisions", DECISION)
+        os.killpg(server.process.pid, signal.SIGTERM)
+        server.process.wait(timeout=40)
+        log = server.log.read_text()
+    # By default only the app's own JSON line records a request.
+    assert ('"POST /v1/decisions HTTP/1.1" 200' in log) is gunicorn_access_log
+    assert '"route": "/v1/decisions"' in log
     for secret in ("query-secret-123", "header-secret-456", server.api_key, "token="):
         assert secret not in log
 
@@ -243,19 +252,22 @@ def form_url_and_logged_client(server: Server) -> tuple[str, str]:
     assert status == 201, body
     os.killpg(server.process.pid, signal.SIGTERM)
     server.process.wait(timeout=40)
-    (line,) = [x for x in server.log.read_text().splitlines() if "/v1/consent-requests" in x]
+    log = server.log.read_text().splitlines()
+    (line,) = [x for x in log if '"POST /v1/consent-requests HTTP/1.1"' in x]
     return json.loads(body)["form_url"], line.split()[0]
 
 
 def test_forwarded_headers_from_a_trusted_proxy_are_believed(tmp_path: Path) -> None:
-    with running_server(tmp_path, CONSENT_TRUSTED_PROXIES="127.0.0.0/8") as server:
+    trusting = {"CONSENT_TRUSTED_PROXIES": "127.0.0.0/8", **GUNICORN_ACCESS_LOG}
+    with running_server(tmp_path, **trusting) as server:
         form_url, client = form_url_and_logged_client(server)
     assert form_url.startswith("https://")
     assert client == "203.0.113.7"
 
 
-def test_forwarded_headers_from_anyone_else_are_ignored(server: Server) -> None:
-    form_url, client = form_url_and_logged_client(server)
+def test_forwarded_headers_from_anyone_else_are_ignored(tmp_path: Path) -> None:
+    with running_server(tmp_path, **GUNICORN_ACCESS_LOG) as server:
+        form_url, client = form_url_and_logged_client(server)
     assert form_url.startswith("http://")
     assert client == "127.0.0.1"
 

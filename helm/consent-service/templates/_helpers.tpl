@@ -93,6 +93,16 @@ seccompProfile:
       key: {{ .Values.database.urlKey | quote }}
 {{- end }}
 
+{{/* One of the service's keys from the keys Secret; call with (list $ "ENV_NAME" "secretKey"). */}}
+{{- define "consent-service.keyEnv" -}}
+{{- $root := index . 0 }}
+- name: {{ index . 1 }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $root.Values.keys.existingSecret | quote }}
+      key: {{ index . 2 | quote }}
+{{- end }}
+
 {{- define "consent-service.kafkaSecretEnv" -}}
 {{- if .Values.kafka.sasl.mechanism }}
 - name: CONSENT_KAFKA_SASL_USERNAME
