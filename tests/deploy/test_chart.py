@@ -8,7 +8,9 @@ kubernetes-validate ships.
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 import helm_python as helm
@@ -386,3 +388,48 @@ def test_release_namespace_and_name_flow_through(chart: helm.Chart) -> None:
     ]
     assert f"kubectl -n {NAMESPACE} exec deploy/{FULLNAME}-api" in notes
     assert "consent-service clients create --org" in notes
+
+
+def exported_series(tmp_path: Path) -> set[str]:
+    """Every series name the API's and the relay's /metrics can show."""
+    from prometheus_client import REGISTRY
+
+    from consent_service.db.migrate import upgrade
+    from consent_service.db.session import Database
+    from consent_service.metrics import OutboxCollector
+    from consent_service.outbox.relay_metrics import PoisonCollector
+
+    url = f"sqlite:///{tmp_path / 'metrics.db'}"
+    upgrade(url)
+    database = Database(url)
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"], "gauge": [""]}
+    names = set()
+    collectors = [REGISTRY, OutboxCollector(database), PoisonCollector(database)]
+    for collector in collectors:
+        for family in collector.collect():
+            names.update(family.name + suffix for suffix in suffixes.get(family.type, [""]))
+    database.dispose()
+    return names
+
+
+def test_dashboard_queries_only_metrics_the_service_exports(tmp_path: Path) -> None:
+    dashboard = json.loads((CHART_DIR / "dashboards" / "consent-service.json").read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\bconsent_[a-z_]+", target["expr"])
+    }
+    assert queried - exported_series(tmp_path) == set()
+    # The figures the issue asks the dashboard and /metrics to show.
+    for wanted in (
+        "consent_http_requests_total",
+        "consent_http_request_duration_seconds_bucket",
+        "consent_decisions_total",
+        "consent_changes_total",
+        "consent_outbox_backlog_events",
+        "consent_outbox_oldest_unpublished_age_seconds",
+        "consent_relay_commit_to_ack_seconds_bucket",
+        "consent_relay_publish_failures_total",
+    ):
+        assert wanted in queried
