@@ -9,6 +9,7 @@ from flask import Flask, Response, g, request
 from flask_smorest import Api
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from consent_service.api import audit, consents, decisions, events, health
@@ -23,6 +24,7 @@ from consent_service.api.problems import (
     handle_unexpected,
     problem,
 )
+from consent_service.api.security import register_security
 from consent_service.api.security import register_security
 from consent_service.api.security import register_security
 from consent_service.config import Settings
@@ -66,7 +68,7 @@ def register_blueprints(app: Flask) -> Api:
         "bearer", {"type": "http", "scheme": "bearer", "description": "API key"}
     )
     api.spec.options["security"] = [{"bearer": []}]
-    for blueprint in (consents.blp, decisions.blp, events.blp, audit.blp, audit.blp, consent_requests.blp):
+    for blueprint in (consents.blp, decisions.blp, events.blp, audit.blp, audit.blp, audit.blp, consent_requests.blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.blp)
     app.register_blueprint(web_views.blp)
@@ -76,6 +78,7 @@ def register_blueprints(app: Flask) -> Api:
 def register_errorhandlers(app: Flask, api: Api) -> None:
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(DomainError, handle_domain_error)
+    app.register_error_handler(SQLAlchemyError, handle_database_error)
     app.register_error_handler(SQLAlchemyError, handle_database_error)
     app.register_error_handler(SQLAlchemyError, handle_database_error)
     app.register_error_handler(Exception, handle_unexpected)

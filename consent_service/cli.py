@@ -13,6 +13,8 @@ from consent_service import cli_keys
 from consent_service.cli_audit import audit_group
 from consent_service import cli_keys
 from consent_service.cli_audit import audit_group
+from consent_service import cli_keys
+from consent_service.cli_audit import audit_group
 from consent_service.config import ConfigError, Settings
 from consent_service.db.migrate import upgrade
 from consent_service.db.session import Database
