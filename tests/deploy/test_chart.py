@@ -433,3 +433,18 @@ def test_dashboard_queries_only_metrics_the_service_exports(tmp_path: Path) -> N
         "consent_relay_publish_failures_total",
     ):
         assert wanted in queried
+
+
+def test_every_variable_the_chart_sets_is_read_by_the_service(
+    chart: helm.Chart, production: dict[str, Any]
+) -> None:
+    """A misspelt variable would be silently ignored by the pods."""
+    source = "\n".join(
+        path.read_text() for path in (CHART_DIR.parents[1] / "consent_service").rglob("*.py")
+    )
+    objects = render(chart, merged(production, {"expiry": {"cronJob": {"enabled": True}}}))
+    names = set(one(objects, "ConfigMap", FULLNAME)["data"])
+    for _, spec in pod_specs(objects):
+        names.update(v["name"] for c in spec["containers"] for v in c.get("env", []))
+    assert names
+    assert {name for name in names if f'"{name}"' not in source} == set()
