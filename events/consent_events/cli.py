@@ -125,6 +125,7 @@ def _listen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    _existing_store(parser, args.store)
     view = ConsentView(
         args.store, max_lag_seconds=args.max_lag_seconds, organization=args.organization
     )
@@ -151,6 +152,7 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _status(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    _existing_store(parser, args.store)
     view = ConsentView(args.store)
     try:
         lag = view.lag()
@@ -172,6 +174,12 @@ def _status(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         view.close()
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _existing_store(parser: argparse.ArgumentParser, path: str) -> None:
+    """Reading commands never create a store: a mistyped path is an error, not an empty view."""
+    if not os.path.exists(path):
+        parser.error(f"no store at {path} (start `consent-events listen --store {path}`)")
 
 
 def _instant(text: str) -> datetime:

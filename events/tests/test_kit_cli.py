@@ -63,9 +63,17 @@ def test_check_refuses_from_a_store_that_never_caught_up(tmp_path: Path) -> None
 
 
 def test_check_rejects_an_instant_without_offset(tmp_path: Path) -> None:
-    answer = _check(tmp_path / "view.db", "--at", "2025-04-01T00:00:00")
+    path = tmp_path / "view.db"
+    _store_with_one_consent(path)
+    answer = _check(path, "--at", "2025-04-01T00:00:00")
     assert answer.returncode == 2
     assert "needs an offset" in answer.stderr
+
+
+def test_check_never_creates_a_store(tmp_path: Path) -> None:
+    answer = _check(tmp_path / "mistyped.db")
+    assert (answer.returncode, "no store at" in answer.stderr) == (2, True)
+    assert not (tmp_path / "mistyped.db").exists()
 
 
 def test_status_reports_lag_and_counts(tmp_path: Path) -> None:
