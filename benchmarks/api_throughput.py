@@ -16,8 +16,8 @@ SELECT, creates >= 0.6 of the bare insert, the 1M figure within 1.2 of the
 
 PostgreSQL runs when ``--postgres-url`` (or ``CONSENT_BENCH_POSTGRES_URL``,
 else ``CONSENT_TEST_POSTGRES_URL``) names a server; the benchmark creates
-its own databases there (``consent_bench_<size>``) and keeps them seeded
-between runs.
+its own databases there (``consent_bench_<size>_<schema hash>``) and keeps
+them seeded between runs.
 """
 
 from __future__ import annotations
@@ -131,9 +131,9 @@ def _targets(args: argparse.Namespace, backend: str) -> Iterator[list[Target]]:
         targets = []
         for size in args.sizes:
             if backend == "sqlite":
-                url = f"sqlite:///{args.workdir / f'bench-{size}.db'}"
+                url = seed.sqlite_database_url(args.workdir, size)
             else:
-                url = seed.postgres_database_url(args.postgres_url, f"consent_bench_{size}")
+                url = seed.postgres_database_url(args.postgres_url, size)
             seed.prepare(url, size)
             engine = make_engine(url)
             stack.callback(engine.dispose)

@@ -17,12 +17,14 @@ lookup index and the next round starts from the seeded size again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, Table, create_engine, func, select, text
@@ -30,7 +32,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import JSON
 
 from consent_service.config import DEFAULT_CATEGORIES, DEFAULT_PURPOSES
-from consent_service.db.migrate import upgrade
+from consent_service.db.migrate import MIGRATIONS, upgrade
 from consent_service.db.models import Consent, ConsentVersion, OutboxEvent
 from consent_service.db.session import make_engine
 from consent_service.services.clients import create_client
@@ -59,14 +61,44 @@ def patient_count(size: int) -> int:
     return patients
 
 
-def postgres_database_url(base_url: str, name: str) -> str:
-    """``name`` on the server of ``base_url``, created when missing."""
+def schema_fingerprint() -> str:
+    """A short hash of the migration files.
+
+    Databases are kept seeded between runs and named after this: a
+    migration whose content changed under an unchanged revision id would
+    otherwise go unnoticed by ``alembic upgrade`` on a kept database.
+    """
+    digest = hashlib.sha256()
+    for path in sorted((MIGRATIONS / "versions").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:8]
+
+
+def sqlite_database_url(directory: Path, size: int) -> str:
+    """The SQLite file for ``size`` under the current schema; older ones are removed."""
+    name = f"bench-{size}-{schema_fingerprint()}.db"
+    for stale in directory.glob(f"bench-{size}-*.db*"):
+        if not stale.name.startswith(name):
+            stale.unlink()
+    return f"sqlite:///{directory / name}"
+
+
+def postgres_database_url(base_url: str, size: int) -> str:
+    """The database for ``size`` under the current schema on the server of ``base_url``.
+
+    Created when missing; those of other schemas are dropped (a million
+    consents take about a gigabyte).
+    """
+    name = f"consent_bench_{size}_{schema_fingerprint()}"
     admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        exists = connection.scalar(
-            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
-        )
-        if not exists:
+        existing = connection.scalars(
+            text("SELECT datname FROM pg_database WHERE datname LIKE :pattern"),
+            {"pattern": f"consent\\_bench\\_{size}\\_%"},
+        ).all()
+        for stale in set(existing) - {name}:
+            connection.execute(text(f'DROP DATABASE "{stale}" WITH (FORCE)'))
+        if name not in existing:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
     return base_url.rsplit("/", 1)[0] + f"/{name}"

@@ -13,6 +13,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from flask import current_app, g, request
+from sqlalchemy import Connection
 
 from consent_service.api.context import state
 from consent_service.api.problems import problem
@@ -38,33 +39,47 @@ def requires(scope: str) -> Callable[[F], F]:
             if scheme.lower() != "bearer" or not token or len(token) > MAX_KEY_LENGTH:
                 g.auth_result = AuthResult(None, "missing")
                 return _unauthorized("Send `Authorization: Bearer <api key>`.")
-            current = state()
-            with current.database.read_only() as connection:
-                result = check_key(
-                    connection,
-                    api_key=token,
-                    now=utcnow(),
-                    peppers=current.settings.api_key_peppers,
-                )
-            g.auth_result = result
-            caller = result.principal
-            if caller is None:
-                return _unauthorized("The API key is unknown, expired, revoked or malformed.")
-            g.principal = caller
-            context = audit.current_context.get() or audit.Context()
-            audit.current_context.set(
-                replace(context, client_id=caller.client_id, organization=caller.organization)
-            )
-            if scope not in caller.scopes:
-                return problem(403, "Forbidden", f"This key lacks the `{scope}` scope.")
-            limited = _over_limit(scope, caller.client_id)
-            if limited is not None:
-                return limited
-            return view(*args, **kwargs)
+            # The view may read on the same connection (``context.read_connection``):
+            # a decision then costs one pool checkout (and on PostgreSQL one
+            # pre-ping round trip), not two.
+            with state().database.read_only() as connection:
+                refusal = _authorize(connection, token, scope)
+                if refusal is not None:
+                    return refusal
+                g.read_connection = connection
+                try:
+                    return view(*args, **kwargs)
+                finally:
+                    del g.read_connection
 
         return guarded  # type: ignore[return-value]
 
     return decorate
+
+
+def _authorize(connection: Connection, token: str, scope: str) -> Any:
+    """None when the key is valid, carries ``scope`` and has budget left; else the refusal."""
+    result = check_key(
+        connection,
+        api_key=token,
+        now=utcnow(),
+        peppers=state().settings.api_key_peppers,
+    )
+    g.auth_result = result
+    caller = result.principal
+    if caller is None:
+        return _unauthorized("The API key is unknown, expired, revoked or malformed.")
+    g.principal = caller
+    context = audit.current_context.get() or audit.Context()
+    audit.current_context.set(
+        replace(context, client_id=caller.client_id, organization=caller.organization)
+    )
+    if scope not in caller.scopes:
+        return problem(403, "Forbidden", f"This key lacks the `{scope}` scope.")
+    limited = _over_limit(scope, caller.client_id)
+    if limited is not None:
+        return limited
+    return None
 
 
 def _over_limit(scope: str, client_id: str) -> Any:

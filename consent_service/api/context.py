@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import current_app, g
+from sqlalchemy import Connection
 
 from consent_service.config import Settings
 from consent_service.db.session import Database
@@ -26,6 +27,17 @@ def state() -> ServiceState:
 def principal() -> Principal:
     """The authenticated caller; set by the auth check before any view runs."""
     found: Principal = g.principal
+    return found
+
+
+def read_connection() -> Connection:
+    """The read-only connection the auth check opened; open while the view runs.
+
+    A check that only reads (a decision) reads here instead of checking out
+    a connection of its own; on SQLite it also sees the same snapshot as the
+    key check.
+    """
+    found: Connection = g.read_connection
     return found
 
 

@@ -8,7 +8,7 @@ from flask import Response
 
 from consent_service import metrics
 from consent_service.api.auth import requires
-from consent_service.api.context import principal, state
+from consent_service.api.context import principal, read_connection
 from consent_service.api.parsing import ConsentBlueprint
 from consent_service.api.schemas import (
     DecisionBatchResultSchema,
@@ -36,10 +36,12 @@ def _answer(outcome: Outcome) -> dict[str, Any]:
 
 def _decide(checks: list[dict[str, Any]]) -> list[Outcome]:
     questions = [Question(**check) for check in checks]
-    with state().database.read_only() as connection:
-        return decide_many(
-            connection, organization=principal().organization, questions=questions, now=utcnow()
-        )
+    return decide_many(
+        read_connection(),
+        organization=principal().organization,
+        questions=questions,
+        now=utcnow(),
+    )
 
 
 @blp.route("/decisions", methods=["POST"])

@@ -3,7 +3,9 @@
 This is the hot path: it reads with SQLAlchemy Core on one index
 (organization, patient, practitioner) and applies the pure rule of
 ``rules.py``. For "now" the current row of each consent is its version in
-force; for another instant the versions of the same consents are read.
+force; for another instant the versions of the same consents are read. The
+statements are built once, with bound parameters: building the WHERE clause
+on every call cost more than running the query on SQLite.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from consent_service.db.models import Consent, ConsentVersion
 from consent_service.services.rules import Outcome, decide
@@ -32,18 +34,30 @@ _CURRENT = select(
     _consents.c.valid_from,
     _consents.c.valid_until,
     _consents.c.updated_at.label("recorded_at"),
+).where(
+    _consents.c.organization == bindparam("organization"),
+    _consents.c.patient_id == bindparam("patient_id"),
+    _consents.c.practitioner_id == bindparam("practitioner_id"),
 )
-_HISTORY = select(
-    _versions.c.consent_id,
-    _versions.c.version,
-    _versions.c.status,
-    _versions.c.decision,
-    _versions.c.categories,
-    _versions.c.purposes,
-    _versions.c.valid_from,
-    _versions.c.valid_until,
-    _versions.c.recorded_at,
-).order_by(_versions.c.consent_id, _versions.c.version)
+_HISTORY = (
+    select(
+        _versions.c.consent_id,
+        _versions.c.version,
+        _versions.c.status,
+        _versions.c.decision,
+        _versions.c.categories,
+        _versions.c.purposes,
+        _versions.c.valid_from,
+        _versions.c.valid_until,
+        _versions.c.recorded_at,
+    )
+    .where(
+        _versions.c.organization == bindparam("organization"),
+        _versions.c.patient_id == bindparam("patient_id"),
+        _versions.c.practitioner_id == bindparam("practitioner_id"),
+    )
+    .order_by(_versions.c.consent_id, _versions.c.version)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,27 +102,19 @@ def decide_many(
 def _current_rows(
     connection: Connection, organization: str, pair: tuple[str, str]
 ) -> list[list[Any]]:
-    rows = connection.execute(
-        _CURRENT.where(
-            _consents.c.organization == organization,
-            _consents.c.patient_id == pair[0],
-            _consents.c.practitioner_id == pair[1],
-        )
-    ).all()
+    rows = connection.execute(_CURRENT, _parameters(organization, pair)).all()
     return [[row] for row in rows]
 
 
 def _history_rows(
     connection: Connection, organization: str, pair: tuple[str, str]
 ) -> list[list[Any]]:
-    rows = connection.execute(
-        _HISTORY.where(
-            _versions.c.organization == organization,
-            _versions.c.patient_id == pair[0],
-            _versions.c.practitioner_id == pair[1],
-        )
-    ).all()
+    rows = connection.execute(_HISTORY, _parameters(organization, pair)).all()
     grouped: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
         grouped[row.consent_id].append(row)
     return list(grouped.values())
+
+
+def _parameters(organization: str, pair: tuple[str, str]) -> dict[str, str]:
+    return {"organization": organization, "patient_id": pair[0], "practitioner_id": pair[1]}
