@@ -18,6 +18,7 @@ from consent_service.cli_audit import audit_group
 from consent_service.config import ConfigError, Settings
 from consent_service.db.migrate import upgrade
 from consent_service.db.session import Database
+from consent_service.outbox import cli as outbox_cli
 from consent_service.services import clients as client_service
 from consent_service.services.errors import DomainError
 from consent_service.timefmt import format_instant, utcnow
@@ -149,3 +150,7 @@ main.add_command(web_cli.policies)
 main.add_command(audit_group)
 clients.add_command(cli_keys.rotate)
 clients.add_command(cli_keys.revoke_key)
+
+
+main.add_command(outbox_cli.relay)
+main.add_command(outbox_cli.expire)

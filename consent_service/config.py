@@ -11,6 +11,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -68,6 +69,14 @@ class Settings:
     max_body_bytes: int = 256 * 1024
     outbox_lag_threshold_seconds: float = 60.0
     is_dev_secret_key: bool = False
+    kafka_partitions: int = 12
+    kafka_replication: int = 3
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    kafka_ssl_cafile: str | None = None
+    relay_metrics_port: int = 9102
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -123,6 +132,7 @@ class Settings:
                 _positive_int(env, "CONSENT_OUTBOX_LAG_THRESHOLD_SECONDS", 60)
             ),
             is_dev_secret_key=is_dev_key,
+            **_kafka_client_settings(env),
         )
 
 
@@ -222,3 +232,48 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ConfigError(f"{name}: must be positive, got {value}")
     return value
+
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _kafka_client_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The relay's Kafka client and metrics settings (read by the relay only)."""
+    protocol = env.get("CONSENT_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").strip().upper()
+    if protocol not in KAFKA_SECURITY_PROTOCOLS:
+        raise ConfigError(
+            f"CONSENT_KAFKA_SECURITY_PROTOCOL: one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}"
+        )
+    mechanism = env.get("CONSENT_KAFKA_SASL_MECHANISM", "").strip().upper() or None
+    if mechanism is not None and mechanism not in KAFKA_SASL_MECHANISMS:
+        raise ConfigError(
+            f"CONSENT_KAFKA_SASL_MECHANISM: one of {', '.join(KAFKA_SASL_MECHANISMS)}"
+        )
+    if (mechanism is None) == protocol.startswith("SASL_"):
+        raise ConfigError(
+            "CONSENT_KAFKA_SASL_MECHANISM: required with SASL_PLAINTEXT or SASL_SSL, "
+            "and only with them"
+        )
+    username = env.get("CONSENT_KAFKA_SASL_USERNAME", "").strip() or None
+    password = env.get("CONSENT_KAFKA_SASL_PASSWORD") or None
+    if mechanism is not None and username is None:
+        raise ConfigError("CONSENT_KAFKA_SASL_USERNAME: required with a SASL mechanism")
+    if mechanism is not None and password is None:
+        raise ConfigError("CONSENT_KAFKA_SASL_PASSWORD: required with a SASL mechanism")
+    cafile = env.get("CONSENT_KAFKA_SSL_CAFILE", "").strip() or None
+    if cafile is not None and not os.path.isfile(cafile):
+        raise ConfigError(f"CONSENT_KAFKA_SSL_CAFILE: no such file {cafile!r}")
+    port = _positive_int(env, "CONSENT_RELAY_METRICS_PORT", 9102)
+    if port > 65535:
+        raise ConfigError(f"CONSENT_RELAY_METRICS_PORT: must be a TCP port, got {port}")
+    return {
+        "kafka_partitions": _positive_int(env, "CONSENT_KAFKA_PARTITIONS", 12),
+        "kafka_replication": _positive_int(env, "CONSENT_KAFKA_REPLICATION", 3),
+        "kafka_security_protocol": protocol,
+        "kafka_sasl_mechanism": mechanism,
+        "kafka_sasl_username": username,
+        "kafka_sasl_password": password,
+        "kafka_ssl_cafile": cafile,
+        "relay_metrics_port": port,
+    }

@@ -142,6 +142,13 @@ class OutboxEvent(Base):
             sqlite_where=text("published_at IS NULL"),
             postgresql_where=text("published_at IS NULL"),
         ),
+        # The relay's short list of consents blocked behind a poison event.
+        Index(
+            "ix_outbox_events_held",
+            "consent_id",
+            sqlite_where=text("held_at IS NOT NULL"),
+            postgresql_where=text("held_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -155,6 +162,11 @@ class OutboxEvent(Base):
     payload: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Delivery state kept by the relay: failed sends so far, the last error,
+    # and when the row was set aside as poison (its consent waits behind it).
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    held_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class IdempotencyRecord(Base):

@@ -1,0 +1,49 @@
+"""Expiring consents whose ``valid_until`` has passed.
+
+Runs inside the active relay's loop and as ``consent-service expire`` (a
+CronJob). Several of them, or a revoke arriving at the same moment, are
+safe: each expiry is a compare-and-set on the version the pass saw
+(``services.consents.expire_consent``), so exactly one change wins and the
+losers record nothing. Each consent gets its own short transaction, so a
+pass never holds the SQLite write lock, or many PostgreSQL row locks, for
+long.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from consent_service.db.session import Database
+from consent_service.services.consents import due_for_expiry, expire_consent
+from consent_service.timefmt import utcnow
+
+log = logging.getLogger(__name__)
+
+PAGE = 200
+
+
+def expire_due(
+    database: Database, *, clock: Callable[[], datetime] = utcnow, page: int = PAGE
+) -> int:
+    """Expire every consent now due; return how many this call expired."""
+    total = 0
+    while True:
+        now = clock()
+        with database.reading() as session:
+            due = due_for_expiry(session, now=now, limit=page)
+        won = 0
+        for consent_id, version in due:
+            with database.transaction() as session:
+                if expire_consent(
+                    session, consent_id=consent_id, expected_version=version, now=now
+                ):
+                    won += 1
+        total += won
+        # A short page means nothing else is due; a page lost entirely means
+        # another writer is busy with these consents: the next pass will see.
+        if len(due) < page or won == 0:
+            if total:
+                log.info("expired %d consents", total)
+            return total
