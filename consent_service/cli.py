@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import click
+from sqlalchemy.exc import OperationalError
 
 from consent_service import cli_keys
 from consent_service.cli_audit import audit_group
@@ -34,7 +35,22 @@ def load_settings() -> Settings:
         sys.exit(2)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _MainGroup(click.Group):
+    """Reports a database it cannot open or reach in one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OperationalError as error:
+            reason = (str(error.orig).strip().splitlines() or ["unreachable"])[0]
+            click.echo(
+                f"consent-service: cannot use the database at CONSENT_DATABASE_URL: {reason}",
+                err=True,
+            )
+            sys.exit(2)
+
+
+@click.group(cls=_MainGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Record, decide and stream patients' consents to share health data."""
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,10 @@ class Settings:
             raise ConfigError(f"CONSENT_DATABASE_URL: not a database URL ({exc})") from None
         if url.get_backend_name() not in ("sqlite", "postgresql"):
             raise ConfigError("CONSENT_DATABASE_URL: only sqlite:// and postgresql:// URLs")
+        try:
+            url.get_dialect()
+        except NoSuchModuleError:
+            raise ConfigError(f"CONSENT_DATABASE_URL: unknown driver {url.drivername!r}") from None
         if url.get_backend_name() == "postgresql" and url.drivername == "postgresql":
             database_url = url.set(drivername="postgresql+psycopg").render_as_string(
                 hide_password=False

@@ -24,7 +24,9 @@ MAX_REASON = 500
 
 
 def validate_identifier(value: str) -> None:
-    if not IDENTIFIER.match(value):
+    # fullmatch: with match, `$` also matches before a final newline, so
+    # "pat-1\n" would pass as an identifier.
+    if not IDENTIFIER.fullmatch(value):
         raise ValidationError(
             "1-128 characters: letters, digits and . _ : @ / + - (an opaque reference)."
         )

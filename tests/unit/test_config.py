@@ -1,0 +1,73 @@
+"""Settings.from_env: defaults, normalisation, and one message naming the variable per bad value."""
+
+from __future__ import annotations
+
+import pytest
+
+from consent_service.config import DEFAULT_CATEGORIES, ConfigError, Settings
+
+KEY = "k" * 32
+
+
+def from_env(**variables: str) -> Settings:
+    return Settings.from_env({"CONSENT_SECRET_KEYS": KEY, **variables})
+
+
+def test_defaults() -> None:
+    settings = from_env()
+    assert settings.database_url == "sqlite:///consent.db"
+    assert settings.kafka_bootstrap_servers == ()
+    assert settings.kafka_topic == "consent.events"
+    assert settings.categories == DEFAULT_CATEGORIES
+    assert settings.secret_keys == (KEY,)
+    assert settings.is_dev_secret_key is False
+
+
+def test_plain_postgresql_url_gets_the_psycopg_driver() -> None:
+    settings = from_env(CONSENT_DATABASE_URL="postgresql://u:p%40ss@db:5432/consent")
+    assert settings.database_url == "postgresql+psycopg://u:p%40ss@db:5432/consent"
+
+
+def test_lists_are_split_and_trimmed() -> None:
+    settings = from_env(
+        CONSENT_KAFKA_BOOTSTRAP_SERVERS=" a:9092, b:9092 ,",
+        CONSENT_SECRET_KEYS=f"{KEY}, {'n' * 20}",
+        CONSENT_CATEGORIES="x-rays,notes",
+    )
+    assert settings.kafka_bootstrap_servers == ("a:9092", "b:9092")
+    assert settings.secret_keys == (KEY, "n" * 20)
+    assert settings.categories == ("x-rays", "notes")
+
+
+def test_missing_secret_key_gives_a_random_dev_key() -> None:
+    first, second = Settings.from_env({}), Settings.from_env({})
+    assert first.is_dev_secret_key
+    assert first.secret_keys != second.secret_keys
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CONSENT_DATABASE_URL", "not a url"),
+        ("CONSENT_DATABASE_URL", "mysql://u@h/db"),
+        ("CONSENT_DATABASE_URL", ""),
+        ("CONSENT_DATABASE_URL", "sqlite+nosuchdriver:///x.db"),
+        ("CONSENT_DATABASE_URL", "postgresql+nosuchdriver://u@h/db"),
+        ("CONSENT_KAFKA_TOPIC_MODE", "sometimes"),
+        ("CONSENT_KAFKA_TOPIC", "bad topic!"),
+        ("CONSENT_KAFKA_TOPIC", ""),
+        ("CONSENT_SECRET_KEYS", "short"),
+        ("CONSENT_CATEGORIES", "Upper Case"),
+        ("CONSENT_CATEGORIES", ","),
+        ("CONSENT_PURPOSES", "a" * 65),
+        ("CONSENT_MAX_BODY_BYTES", "lots"),
+        ("CONSENT_MAX_BODY_BYTES", "0"),
+        ("CONSENT_OUTBOX_LAG_THRESHOLD_SECONDS", "-5"),
+    ],
+)
+def test_bad_value_names_its_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        from_env(**{variable: value})
+    message = str(raised.value)
+    assert message.startswith(f"{variable}:")
+    assert "\n" not in message
