@@ -8,12 +8,11 @@ import uuid
 from flask import Flask, Response, g, request
 from flask_smorest import Api
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from consent_service.api import audit, consents, decisions, events, health
 from consent_service.api import requests as consent_requests
+from consent_service.api.apidoc import ConsentApi, document_vocabularies
 from consent_service.api.context import ServiceState
 from consent_service.api.metrics import register_metrics
 from consent_service.api.parsing import JSON_TYPES, SafeJSONProvider
@@ -24,8 +23,6 @@ from consent_service.api.problems import (
     handle_unexpected,
     problem,
 )
-from consent_service.api.security import register_security
-from consent_service.api.security import register_security
 from consent_service.api.security import register_security
 from consent_service.config import Settings
 from consent_service.db.session import Database
@@ -63,12 +60,13 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
 
 def register_blueprints(app: Flask) -> Api:
-    api = Api(app, spec_kwargs={"info": {"description": API_DESCRIPTION}})
+    api = ConsentApi(app, spec_kwargs={"info": {"description": API_DESCRIPTION}})
+    document_vocabularies(api, app.extensions["consent_service"].settings)
     api.spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer", "description": "API key"}
     )
     api.spec.options["security"] = [{"bearer": []}]
-    for blueprint in (consents.blp, decisions.blp, events.blp, audit.blp, audit.blp, audit.blp, consent_requests.blp):
+    for blueprint in (consents.blp, decisions.blp, events.blp, audit.blp, consent_requests.blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.blp)
     app.register_blueprint(web_views.blp)
@@ -78,8 +76,6 @@ def register_blueprints(app: Flask) -> Api:
 def register_errorhandlers(app: Flask, api: Api) -> None:
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(DomainError, handle_domain_error)
-    app.register_error_handler(SQLAlchemyError, handle_database_error)
-    app.register_error_handler(SQLAlchemyError, handle_database_error)
     app.register_error_handler(SQLAlchemyError, handle_database_error)
     app.register_error_handler(Exception, handle_unexpected)
 

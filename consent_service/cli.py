@@ -12,10 +12,6 @@ from sqlalchemy.exc import OperationalError
 
 from consent_service import cli_keys
 from consent_service.cli_audit import audit_group
-from consent_service import cli_keys
-from consent_service.cli_audit import audit_group
-from consent_service import cli_keys
-from consent_service.cli_audit import audit_group
 from consent_service.config import ConfigError, Settings
 from consent_service.db.migrate import upgrade
 from consent_service.db.session import Database
@@ -161,12 +157,9 @@ def clients_revoke(client_id: str) -> None:
     click.echo(f"revoked {client_id}")
 
 
+main.add_command(outbox_cli.relay)
+main.add_command(outbox_cli.expire)
 main.add_command(web_cli.policies)
-
 main.add_command(audit_group)
 clients.add_command(cli_keys.rotate)
 clients.add_command(cli_keys.revoke_key)
-
-
-main.add_command(outbox_cli.relay)
-main.add_command(outbox_cli.expire)

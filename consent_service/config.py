@@ -33,14 +33,6 @@ TOPIC_MODES = ("single", "per-organization")
 # warning: constant, so that the CLI and every worker agree in development.
 DEV_API_KEY_PEPPER = "development-api-key-pepper-not-secret"
 DEV_AUDIT_KEY = "development-audit-key-not-secret"
-# Used only when CONSENT_API_KEY_PEPPER / CONSENT_AUDIT_KEYS are unset, with a
-# warning: constant, so that the CLI and every worker agree in development.
-DEV_API_KEY_PEPPER = "development-api-key-pepper-not-secret"
-DEV_AUDIT_KEY = "development-audit-key-not-secret"
-# Used only when CONSENT_API_KEY_PEPPER / CONSENT_AUDIT_KEYS are unset, with a
-# warning: constant, so that the CLI and every worker agree in development.
-DEV_API_KEY_PEPPER = "development-api-key-pepper-not-secret"
-DEV_AUDIT_KEY = "development-audit-key-not-secret"
 
 
 class ConfigError(ValueError):
@@ -55,12 +47,6 @@ class Settings:
     kafka_topic_mode: str = "single"
     secret_keys: tuple[str, ...] = field(default_factory=tuple)
     rate_limits: str = "default"
-    rate_limit_storage: str = "database"
-    api_key_peppers: tuple[str, ...] = (DEV_API_KEY_PEPPER,)
-    audit_keys: tuple[str, ...] = (DEV_AUDIT_KEY,)
-    rate_limit_storage: str = "database"
-    api_key_peppers: tuple[str, ...] = (DEV_API_KEY_PEPPER,)
-    audit_keys: tuple[str, ...] = (DEV_AUDIT_KEY,)
     rate_limit_storage: str = "database"
     api_key_peppers: tuple[str, ...] = (DEV_API_KEY_PEPPER,)
     audit_keys: tuple[str, ...] = (DEV_AUDIT_KEY,)
@@ -115,10 +101,6 @@ class Settings:
 
         rate_limits = env.get("CONSENT_RATE_LIMITS", cls.rate_limits).strip() or "default"
         _check_rate_limits(rate_limits)
-        rate_limits = env.get("CONSENT_RATE_LIMITS", cls.rate_limits).strip() or "default"
-        _check_rate_limits(rate_limits)
-        rate_limits = env.get("CONSENT_RATE_LIMITS", cls.rate_limits).strip() or "default"
-        _check_rate_limits(rate_limits)
         return cls(
             database_url=database_url,
             kafka_bootstrap_servers=_split(env.get("CONSENT_KAFKA_BOOTSTRAP_SERVERS", "")),
@@ -138,48 +120,6 @@ class Settings:
             is_dev_secret_key=is_dev_key,
             **_kafka_client_settings(env),
         )
-
-
-def _server_keys(env: Mapping[str, str], name: str, dev_value: str) -> tuple[str, ...]:
-    """Keys newest first (the first signs, all verify); a constant development key if unset."""
-    keys = _split(env.get(name, ""))
-    if not keys:
-        log.warning("%s is unset: using a public development key. Never in production.", name)
-        return (dev_value,)
-    if any(len(key) < 32 for key in keys):
-        raise ConfigError(f"{name}: every key must be at least 32 characters")
-    return keys
-
-
-def _check_rate_limits(value: str) -> None:
-    # Imported here: the rate-limit module pulls in the `limits` library.
-    from consent_service.ratelimits import parse_rate_limits
-
-    try:
-        parse_rate_limits(value)
-    except ValueError as error:
-        raise ConfigError(f"CONSENT_RATE_LIMITS: {error}") from None
-
-
-def _server_keys(env: Mapping[str, str], name: str, dev_value: str) -> tuple[str, ...]:
-    """Keys newest first (the first signs, all verify); a constant development key if unset."""
-    keys = _split(env.get(name, ""))
-    if not keys:
-        log.warning("%s is unset: using a public development key. Never in production.", name)
-        return (dev_value,)
-    if any(len(key) < 32 for key in keys):
-        raise ConfigError(f"{name}: every key must be at least 32 characters")
-    return keys
-
-
-def _check_rate_limits(value: str) -> None:
-    # Imported here: the rate-limit module pulls in the `limits` library.
-    from consent_service.ratelimits import parse_rate_limits
-
-    try:
-        parse_rate_limits(value)
-    except ValueError as error:
-        raise ConfigError(f"CONSENT_RATE_LIMITS: {error}") from None
 
 
 def _server_keys(env: Mapping[str, str], name: str, dev_value: str) -> tuple[str, ...]:

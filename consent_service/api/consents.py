@@ -144,7 +144,7 @@ def amend_consent(body: dict[str, Any], consent_id: uuid.UUID) -> Response:
 
 @blp.route("/consents/<uuid(strict=False):consent_id>/revoke", methods=["POST"])
 @requires("consents:write")
-@blp.arguments(RevokeSchema)
+@blp.arguments(RevokeSchema, required=False)
 @blp.response(200, ConsentSchema, headers=ETAG_HEADER)
 @blp.alt_response(409, description="The consent is not active")
 def revoke_consent(body: dict[str, Any], consent_id: uuid.UUID) -> Response:
@@ -199,7 +199,7 @@ def get_version(consent_id: uuid.UUID, number: int) -> Response:
 
 @blp.route("/practitioners/<string:practitioner_id>/revoke-all", methods=["POST"])
 @requires("consents:write")
-@blp.arguments(RevokeSchema)
+@blp.arguments(RevokeSchema, required=False)
 @blp.response(200, RevokeAllResultSchema)
 def revoke_practitioner(body: dict[str, Any], practitioner_id: str) -> Response:
     """Revoke every active consent of this organization naming a practitioner who left."""

@@ -12,10 +12,6 @@ from typing import Any
 from flask import Response, current_app, g, json
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from consent_service.services.errors import (
@@ -116,41 +112,6 @@ def handle_domain_error(error: DomainError) -> Response:
 def handle_unexpected(error: Exception) -> Response:
     log.exception("unhandled error request_id=%s", g.get("request_id"))
     return problem(500, "Internal Server Error", "The error was logged; quote the request id.")
-
-def handle_database_error(error: SQLAlchemyError) -> Response:
-    """A database that is down, slow or unreachable: 503 at once, never a 500 with SQL."""
-    unavailable = isinstance(error, (OperationalError, InterfaceError, PoolTimeout)) or (
-        isinstance(error, DBAPIError) and error.connection_invalidated
-    )
-    if not unavailable:
-        return handle_unexpected(error)
-    log.warning(
-        "database unavailable request_id=%s error=%s", g.get("request_id"), type(error).__name__
-    )
-    response = problem(503, "Service Unavailable", "The database is not answering; retry shortly.")
-    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
-    return response
-
-
-DATABASE_RETRY_AFTER_S = 5
-
-
-def handle_database_error(error: SQLAlchemyError) -> Response:
-    """A database that is down, slow or unreachable: 503 at once, never a 500 with SQL."""
-    unavailable = isinstance(error, (OperationalError, InterfaceError, PoolTimeout)) or (
-        isinstance(error, DBAPIError) and error.connection_invalidated
-    )
-    if not unavailable:
-        return handle_unexpected(error)
-    log.warning(
-        "database unavailable request_id=%s error=%s", g.get("request_id"), type(error).__name__
-    )
-    response = problem(503, "Service Unavailable", "The database is not answering; retry shortly.")
-    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
-    return response
-
-
-DATABASE_RETRY_AFTER_S = 5
 
 
 def handle_database_error(error: SQLAlchemyError) -> Response:

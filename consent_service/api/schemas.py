@@ -44,7 +44,13 @@ def _plain_text(value: str) -> None:
 
 class Identifier(fields.String):
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(validate=validate_identifier, **kwargs)
+        # Documented in the OpenAPI document too, so clients can check before sending.
+        metadata = {
+            "pattern": IDENTIFIER.pattern,
+            "not": {"pattern": NIR_LIKE.pattern},
+            **kwargs.pop("metadata", {}),
+        }
+        super().__init__(validate=validate_identifier, metadata=metadata, **kwargs)
 
 
 class PlainText(fields.String):
@@ -77,6 +83,7 @@ def _vocabulary(kind: str) -> validate.Validator:
         if value not in allowed:
             raise ValidationError(f"Must be one of: {', '.join(allowed)}.")
 
+    check.vocabulary = kind  # type: ignore[attr-defined]  # read by api.apidoc
     return check  # type: ignore[return-value]
 
 

@@ -189,12 +189,6 @@ class IdempotencyRecord(Base):
 # Tables of the audit chain, API keys and rate counters (issue 5).
 import consent_service.db.audit_models  # noqa: E402, F401
 
-# Tables of the audit chain, API keys and rate counters (issue 5).
-import consent_service.db.audit_models  # noqa: E402, F401
-
-# Tables of the audit chain, API keys and rate counters (issue 5).
-import consent_service.db.audit_models  # noqa: E402, F401
-
 # The web form's tables live in their own module; importing it here registers
 # them on Base.metadata wherever the core models are loaded.
 from consent_service.db import request_models  # noqa: E402, F401

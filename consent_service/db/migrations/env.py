@@ -6,8 +6,6 @@ from alembic import context
 from sqlalchemy import Connection
 
 import consent_service.db.audit_models  # noqa: F401  (issue 5 tables)
-import consent_service.db.audit_models  # noqa: F401  (issue 5 tables)
-import consent_service.db.audit_models  # noqa: F401  (issue 5 tables)
 from consent_service.db import models  # noqa: F401  (registers the tables on Base.metadata)
 from consent_service.db import request_models  # noqa: F401  (web form tables)
 from consent_service.db.base import Base
