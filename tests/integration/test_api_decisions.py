@@ -182,9 +182,9 @@ def test_amendment_applies_from_when_it_was_recorded(
         assert permits(ask(client, auth, at=wire(at)), first), at
         assert ask(client, auth, at=wire(at), category="billing") == NO_CONSENT
     refusal = {"decision": "deny", "consent_id": first["id"], "version": 2}
-    for at in (wire(t2), None):
-        assert ask(client, auth, at=at) == {**refusal, "reason": "denied-by-consent"}
-        assert ask(client, auth, at=at, category="billing")["version"] == 2
+    for instant in (wire(t2), None):
+        assert ask(client, auth, at=instant) == {**refusal, "reason": "denied-by-consent"}
+        assert ask(client, auth, at=instant, category="billing")["version"] == 2
 
 
 def test_amended_validity_is_read_from_the_version_in_force(

@@ -24,7 +24,7 @@ def _body(**overrides: Any) -> str:
     return json.dumps(consent_body(**{"patient_id": FIXED_PATIENT, **overrides}))
 
 
-WRONG_TYPES = [
+WRONG_TYPES: list[tuple[dict[str, Any], str]] = [
     ({"patient_id": 123}, "patient_id"),
     ({"patient_id": None}, "patient_id"),
     ({"practitioner_id": ["rpps:1"]}, "practitioner_id"),
@@ -142,6 +142,7 @@ HOSTILE_STRINGS = [
     "\ud800",  # lone high surrogate
     "\udfff",  # lone low surrogate
     "a\x00b",  # NUL
+    "pat-1\n",  # a final newline (`$` in a regex match lets it through)
     "\x07bell",
     "\u202eevil",  # right-to-left override
     "Jean Dupont",  # a name, with a space

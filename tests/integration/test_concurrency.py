@@ -81,7 +81,7 @@ def test_two_amendments_of_one_version_one_wins_one_412(
 ) -> None:
     consent = create_consent(app.test_client(), auth)
     hold_after_version_check(monkeypatch, database, 2)
-    bodies = [{"decision": "deny"}, {"categories": ["billing"]}]
+    bodies: list[dict[str, Any]] = [{"decision": "deny"}, {"categories": ["billing"]}]
 
     responses = run_together(2, lambda i: _patch(app, auth, consent["id"], 1, bodies[i]))
 

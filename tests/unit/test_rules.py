@@ -28,7 +28,7 @@ DAY = timedelta(days=1)
 MICRO = timedelta(microseconds=1)
 
 
-@dataclass(frozen=True)
+@dataclass
 class V:
     consent_id: str = "c1"
     version: int = 1
@@ -127,7 +127,8 @@ def histories(draw: st.DrawFn, consent_id: str) -> list[V]:
     recorded = sorted(draw(st.lists(offsets, min_size=count, max_size=count)))
     versions = []
     for number, when in enumerate(recorded, 1):
-        end = draw(st.one_of(st.none(), st.integers(1, 6).map(lambda n, s=start: s + n * DAY)))
+        length = draw(st.one_of(st.none(), st.integers(1, 6)))
+        end = None if length is None else start + length * DAY
         versions.append(
             V(
                 consent_id=consent_id,
