@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 
 from consent_service.outbox.publisher import Message
@@ -51,29 +52,39 @@ class Envelope:
     """Validates rows against ``schemas/events`` and builds their records."""
 
     def __init__(self, schema_dir: Path = SCHEMA_DIR) -> None:
-        self._validators: dict[str, Any] = {}
+        # jsonschema-rs checks each event in ~2 µs where the pure-Python
+        # validator takes ~150 µs, which alone would cap the relay near 7k
+        # events/s; the Python one only explains the rare failure.
+        self._validators: dict[str, tuple[Any, Draft202012Validator]] = {}
         for event_type in EVENT_TYPES:
             path = schema_dir / f"{event_type}.v1.json"
             schema = json.loads(path.read_text(encoding="utf-8"))
             Draft202012Validator.check_schema(schema)
-            self._validators[event_type] = Draft202012Validator(schema)
+            self._validators[event_type] = (
+                jsonschema_rs.validator_for(schema),
+                Draft202012Validator(schema),
+            )
 
     def message(self, row: OutboxRow, topic: str) -> Message:
         """The record for ``row`` on ``topic``; ``PoisonEvent`` if it cannot be one."""
-        validator = self._validators.get(row.type)
-        if validator is None:
+        validators = self._validators.get(row.type)
+        if validators is None:
             raise PoisonEvent(f"unknown event type {row.type!r}")
         try:
             value = row.payload.encode("utf-8")
             data = json.loads(value)
         except (UnicodeError, ValueError) as error:
             raise PoisonEvent(f"payload is not UTF-8 JSON ({type(error).__name__})") from None
-        # is_valid is the fast path; iter_errors only runs to explain a failure.
-        if not validator.is_valid(data):
-            first = min(validator.iter_errors(data), key=lambda e: list(map(str, e.path)))
-            where = "/".join(str(part) for part in first.path) or "(root)"
+        fast, explaining = validators
+        if not fast.is_valid(data):
+            errors = sorted(explaining.iter_errors(data), key=lambda e: list(map(str, e.path)))
+            where, rule = (
+                ("/".join(map(str, errors[0].path)) or "(root)", errors[0].validator)
+                if errors
+                else ("(root)", "schema")
+            )
             # Name the field and the rule, never the value: it may be personal data.
-            raise PoisonEvent(f"fails {row.type}.v1 schema at {where}: {first.validator}")
+            raise PoisonEvent(f"fails {row.type}.v1 schema at {where}: {rule}")
         if (
             data["id"] != row.consent_id
             or data["version"] != row.consent_version

@@ -56,7 +56,7 @@ ERROR_LENGTH = 500  # outbox_events.last_error
 class RelayOptions:
     """Tuning of the loop; the defaults suit production."""
 
-    batch_size: int = 500
+    batch_size: int = 2000
     # Between empty rounds: bounds commit-to-broker latency when idle.
     idle_sleep: float = 0.02
     expiry_interval: float = 30.0
