@@ -5,9 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-import consent_service.db.audit_models  # noqa: F401  (issue 5 tables)
-from consent_service.db import models  # noqa: F401  (registers the tables on Base.metadata)
-from consent_service.db import request_models  # noqa: F401  (web form tables)
+# Importing the models registers every table (core, web form, audit) on Base.metadata.
+from consent_service.db import models  # noqa: F401
 from consent_service.db.base import Base
 from consent_service.db.session import make_engine
 
