@@ -68,7 +68,12 @@ def _digest(title: str, body: str) -> str:
 def upgrade() -> None:
     op.create_table(
         "policy_texts",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
         sa.Column("version", sa.String(length=32), nullable=False),
         sa.Column("language", sa.String(length=2), nullable=False),
         sa.Column("title", sa.String(length=200), nullable=False),
@@ -103,14 +108,24 @@ def upgrade() -> None:
         sa.Column("text_language", sa.String(length=2), nullable=True),
         sa.Column("text_sha256", sa.String(length=64), nullable=True),
         sa.CheckConstraint("language IN ('fr', 'en')", name=op.f("ck_consent_requests_language")),
-        sa.CheckConstraint("status IN ('pending', 'granted', 'refused', 'expired')", name=op.f("ck_consent_requests_status")),
-        sa.CheckConstraint("valid_until IS NULL OR valid_for_days IS NULL", name=op.f("ck_consent_requests_one_duration")),
-        sa.ForeignKeyConstraint(["consent_id"], ["consents.id"], name=op.f("fk_consent_requests_consent_id_consents")),
+        sa.CheckConstraint(
+            "status IN ('pending', 'granted', 'refused', 'expired')",
+            name=op.f("ck_consent_requests_status"),
+        ),
+        sa.CheckConstraint(
+            "valid_until IS NULL OR valid_for_days IS NULL",
+            name=op.f("ck_consent_requests_one_duration"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["consent_id"], ["consents.id"], name=op.f("fk_consent_requests_consent_id_consents")
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_consent_requests")),
     )
     with op.batch_alter_table("consent_requests", schema=None) as batch_op:
         batch_op.create_index("ix_consent_requests_expiry", ["status", "expires_at"], unique=False)
-        batch_op.create_index("ix_consent_requests_practitioner", ["organization", "practitioner_id"], unique=False)
+        batch_op.create_index(
+            "ix_consent_requests_practitioner", ["organization", "practitioner_id"], unique=False
+        )
 
     policy_texts = sa.table(
         "policy_texts",
