@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
@@ -55,6 +56,7 @@ class Settings:
     max_body_bytes: int = 256 * 1024
     outbox_lag_threshold_seconds: float = 60.0
     is_dev_secret_key: bool = False
+    public_url: str | None = None
     kafka_partitions: int = 12
     kafka_replication: int = 3
     kafka_security_protocol: str = "PLAINTEXT"
@@ -118,6 +120,7 @@ class Settings:
                 _positive_int(env, "CONSENT_OUTBOX_LAG_THRESHOLD_SECONDS", 60)
             ),
             is_dev_secret_key=is_dev_key,
+            public_url=_public_url(env.get("CONSENT_PUBLIC_URL", "")),
             **_kafka_client_settings(env),
         )
 
@@ -141,6 +144,17 @@ def _check_rate_limits(value: str) -> None:
         parse_rate_limits(value)
     except ValueError as error:
         raise ConfigError(f"CONSENT_RATE_LIMITS: {error}") from None
+
+
+def _public_url(value: str) -> str | None:
+    """The service's public base address (scheme, host, optional path), or None."""
+    value = value.strip().rstrip("/")
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError("CONSENT_PUBLIC_URL: an http(s) address such as https://consent.example")
+    return value
 
 
 def _split(value: str) -> tuple[str, ...]:

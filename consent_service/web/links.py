@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 
-from flask import url_for
+from flask import current_app, url_for
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 
 from consent_service.services.requests import MAX_EXPIRES_IN
@@ -79,13 +79,21 @@ def verify(keys: Sequence[str], purpose: str, token: str | None) -> str:
 
 def form_url(keys: Sequence[str], request_id: str, language: str) -> str:
     """The absolute link a practice sends to the patient to answer a request."""
-    return url_for(
-        "web.answer_form", t=sign(keys, ANSWER, request_id), lang=language, _external=True
-    )
+    return _absolute("web.answer_form", t=sign(keys, ANSWER, request_id), lang=language)
 
 
 def manage_url(keys: Sequence[str], request_id: str, language: str) -> str:
     """The absolute link to the patient's "my consents" page."""
-    return url_for(
-        "web.my_consents", t=sign(keys, MANAGE, request_id), lang=language, _external=True
-    )
+    return _absolute("web.my_consents", t=sign(keys, MANAGE, request_id), lang=language)
+
+
+def _absolute(endpoint: str, **values: str) -> str:
+    """A link on ``CONSENT_PUBLIC_URL`` when set, else on the request's own host.
+
+    Behind a proxy the Host header is whatever the caller sent; a configured
+    public address keeps a patient's link pointing at the real service.
+    """
+    public_url = current_app.extensions["consent_service"].settings.public_url
+    if public_url:
+        return public_url + url_for(endpoint, **values)
+    return url_for(endpoint, _external=True, **values)
