@@ -256,7 +256,7 @@ def _if_match(required: bool = True) -> int | Response | None:
     if len(value) < 3 or not (value.startswith('"') and value.endswith('"')):
         return problem(
             428 if required else 400,
-            "Precondition Required",
+            "Precondition Required" if required else "Bad Request",
             'If-Match must be one quoted version, such as "3".',
         )
     number = value[1:-1]
