@@ -173,7 +173,6 @@ class Relay:
                 OutboxEvent.type,
                 OutboxEvent.time,
                 OutboxEvent.payload,
-                OutboxEvent.created_at,
             )
             .where(
                 OutboxEvent.published_at.is_(None),
@@ -203,8 +202,10 @@ class Relay:
                 .execution_options(synchronize_session=False)
             )
         relay_metrics.PUBLISHED.inc(len(rows))
+        # ``time`` is the write's clock (the writer sets it with ``created_at``);
+        # not reading ``created_at`` saves a datetime parse per row.
         for row in rows:
-            relay_metrics.LATENCY.observe(max((now - row.created_at).total_seconds(), 0.0))
+            relay_metrics.LATENCY.observe(max((now - row.time).total_seconds(), 0.0))
 
     def _hold(self, rows: Sequence[tuple[Row[Any], str]]) -> None:
         """Set poison rows aside; their consent's later rows wait behind them."""
