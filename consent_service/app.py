@@ -88,7 +88,8 @@ def register_request_hooks(app: Flask) -> None:
         is_api_write = request.method in ("POST", "PATCH", "PUT") and request.path.startswith(
             "/v1/"
         )
-        if is_api_write and request.content_length != 0 and request.mimetype not in JSON_TYPES:
+        has_body = bool(request.get_data(cache=True))
+        if is_api_write and has_body and request.mimetype not in JSON_TYPES:
             return problem(415, "Unsupported Media Type", "Send application/json.")
         return None
 

@@ -59,6 +59,9 @@ def serve(bind: str, workers: int | None) -> None:
     settings = load_settings()
     if settings.database_url.startswith("sqlite"):
         upgrade(settings.database_url)
+    if not os.environ.get("CONSENT_SECRET_KEYS", "").strip():
+        # One development key for every worker: a link signed by one must verify on another.
+        os.environ["CONSENT_SECRET_KEYS"] = settings.secret_keys[0]
     args = [
         sys.executable,
         "-m",

@@ -55,7 +55,6 @@ class Settings:
     purposes: tuple[str, ...] = DEFAULT_PURPOSES
     max_body_bytes: int = 256 * 1024
     outbox_lag_threshold_seconds: float = 60.0
-    is_dev_secret_key: bool = False
     public_url: str | None = None
     kafka_partitions: int = 12
     kafka_replication: int = 3
@@ -91,8 +90,7 @@ class Settings:
             raise ConfigError(f"CONSENT_KAFKA_TOPIC_MODE: must be one of {', '.join(TOPIC_MODES)}")
 
         keys = _split(env.get("CONSENT_SECRET_KEYS", ""))
-        is_dev_key = not keys
-        if is_dev_key:
+        if not keys:
             keys = (secrets.token_urlsafe(32),)
             log.warning(
                 "CONSENT_SECRET_KEYS is unset: using a random development key; "
@@ -119,7 +117,6 @@ class Settings:
             outbox_lag_threshold_seconds=float(
                 _positive_int(env, "CONSENT_OUTBOX_LAG_THRESHOLD_SECONDS", 60)
             ),
-            is_dev_secret_key=is_dev_key,
             public_url=_public_url(env.get("CONSENT_PUBLIC_URL", "")),
             **_kafka_client_settings(env),
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response
-from marshmallow import Schema, fields, validate
+from marshmallow import RAISE, Schema, fields, validate
 
 from consent_service.api.auth import requires
 from consent_service.api.context import principal, state
@@ -52,7 +52,7 @@ class AuditPageSchema(Schema):
 
 @blp.route("/audit", methods=["GET"])
 @requires("admin")
-@blp.arguments(AuditQueryArgsSchema, location="query")
+@blp.arguments(AuditQueryArgsSchema, location="query", unknown=RAISE)
 @blp.response(200, AuditPageSchema)
 def list_audit(args: dict[str, Any]) -> Response:
     """Your organization's audit entries in append order, filtered; page with ``after``."""

@@ -215,4 +215,4 @@ def _decisions(response: Response) -> list[tuple[str, dict[str, Any]]]:
 
 def _identifier(value: str) -> str:
     """Ids only: anything that is not shaped like an id is not stored."""
-    return value if IDENTIFIER.match(value) else "<invalid>"
+    return value if IDENTIFIER.fullmatch(value) else "<invalid>"

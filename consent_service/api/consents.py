@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import Response, request
-from marshmallow import ValidationError
+from marshmallow import RAISE, ValidationError
 from sqlalchemy.orm import Session
 
 from consent_service.api.auth import requires
@@ -73,7 +73,7 @@ def create_consent(body: dict[str, Any]) -> Response:
 
 @blp.route("/consents", methods=["GET"])
 @requires("consents:read")
-@blp.arguments(ConsentQueryArgsSchema, location="query")
+@blp.arguments(ConsentQueryArgsSchema, location="query", unknown=RAISE)
 @blp.response(200, ConsentPageSchema)
 def list_consents(args: dict[str, Any]) -> Response:
     """List consents (current versions), oldest first, by cursor."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response
+from marshmallow import RAISE
 from sqlalchemy import select
 
 from consent_service.api.auth import requires
@@ -21,7 +22,7 @@ blp = ConsentBlueprint("events", __name__, url_prefix="/v1", description="Consen
 
 @blp.route("/events", methods=["GET"])
 @requires("events:read")
-@blp.arguments(EventQueryArgsSchema, location="query")
+@blp.arguments(EventQueryArgsSchema, location="query", unknown=RAISE)
 @blp.response(200, EventPageSchema)
 def list_events(args: dict[str, Any]) -> Response:
     """Events of your organization after a position, oldest first, as CloudEvents."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from flask import current_app, url_for
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
@@ -87,7 +88,7 @@ def manage_url(keys: Sequence[str], request_id: str, language: str) -> str:
     return _absolute("web.my_consents", t=sign(keys, MANAGE, request_id), lang=language)
 
 
-def _absolute(endpoint: str, **values: str) -> str:
+def _absolute(endpoint: str, **values: Any) -> str:
     """A link on ``CONSENT_PUBLIC_URL`` when set, else on the request's own host.
 
     Behind a proxy the Host header is whatever the caller sent; a configured

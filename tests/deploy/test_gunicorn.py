@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -339,3 +340,13 @@ def test_client_address_comes_from_trusted_proxies_only(
         {"REMOTE_ADDR": peer, "HTTP_X_FORWARDED_FOR": forwarded}, lambda *_: None
     )
     assert captured["addr"] == seen
+
+
+def test_without_signing_keys_every_worker_shares_one_development_key(tmp_path: Path) -> None:
+    """A link signed by one worker must open on any other (3 workers here)."""
+    with running_server(tmp_path, CONSENT_SECRET_KEYS="") as server:
+        status, body = server.post_json("/v1/consent-requests", CONSENT_REQUEST)
+        assert status == 201, body
+        parts = urllib.parse.urlsplit(json.loads(body)["form_url"])
+        answers = {server.get(f"{parts.path}?{parts.query}")[0] for _ in range(12)}
+    assert answers == {200}
