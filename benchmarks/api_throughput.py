@@ -287,9 +287,12 @@ def _measure(
             for which in ("service", "bare"):
                 one(target, path, which, args.warmup)
     for round_number in range(args.rounds):
+        # Alternate who goes first, and which size: a run right after a big
+        # write round pays for the disk catching up.
         order = ("service", "bare") if round_number % 2 == 0 else ("bare", "service")
+        sizes = targets if round_number % 2 == 0 else targets[::-1]
         for path in PATHS:
-            for target in targets:
+            for target in sizes:
                 for which in order:
                     result = one(target, path, which, args.duration)
                     results[(target.backend, target.size, path, which)].append(result)
