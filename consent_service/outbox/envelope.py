@@ -29,7 +29,9 @@ from consent_service.outbox.writer import EVENT_TYPES, SPEC_VERSION, event_sourc
 from consent_service.timefmt import format_instant
 
 # The published contracts, kept at the top of the repository (DESIGN.md layout).
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas" / "events"
+# A copy of the published ``schemas/events`` shipped inside the package, so an
+# installed relay finds it; tests/relay/test_event_schema_copy.py fails on drift.
+SCHEMA_DIR = Path(__file__).resolve().parent / "event_schemas"
 TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 CONTENT_TYPE = b"application/json"
 
@@ -49,7 +51,7 @@ class OutboxRow(Protocol):
 
 
 class Envelope:
-    """Validates rows against ``schemas/events`` and builds their records."""
+    """Validates rows against the event schemas and builds their records."""
 
     def __init__(self, schema_dir: Path = SCHEMA_DIR) -> None:
         # jsonschema-rs checks each event in ~2 µs where the pure-Python
