@@ -47,21 +47,9 @@ class ApiClient(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class Consent(Base):
-    """The current state of one consent; its history is in ``consent_versions``."""
+class ConsentState:
+    """What a consent says at one version: the current row and every snapshot carry it."""
 
-    __tablename__ = "consents"
-    __table_args__ = (
-        CheckConstraint("decision IN ('permit', 'deny')", name="decision"),
-        CheckConstraint("status IN ('active', 'revoked', 'expired')", name="status"),
-        CheckConstraint("version >= 1", name="version_positive"),
-        CheckConstraint("valid_until IS NULL OR valid_until > valid_from", name="validity"),
-        Index("ix_consents_lookup", "organization", "patient_id", "practitioner_id"),
-        Index("ix_consents_practitioner", "organization", "practitioner_id", "status"),
-        Index("ix_consents_expiry", "status", "valid_until"),
-    )
-
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
     organization: Mapped[str] = mapped_column(String(64))
     patient_id: Mapped[str] = mapped_column(String(128))
     practitioner_id: Mapped[str] = mapped_column(String(128))
@@ -79,7 +67,28 @@ class Consent(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-class ConsentVersion(Base):
+# The column names of ``ConsentState``, copied from the current row into each snapshot.
+CONSENT_STATE_FIELDS = tuple(ConsentState.__annotations__)
+
+
+class Consent(ConsentState, Base):
+    """The current state of one consent; its history is in ``consent_versions``."""
+
+    __tablename__ = "consents"
+    __table_args__ = (
+        CheckConstraint("decision IN ('permit', 'deny')", name="decision"),
+        CheckConstraint("status IN ('active', 'revoked', 'expired')", name="status"),
+        CheckConstraint("version >= 1", name="version_positive"),
+        CheckConstraint("valid_until IS NULL OR valid_until > valid_from", name="validity"),
+        Index("ix_consents_lookup", "organization", "patient_id", "practitioner_id"),
+        Index("ix_consents_practitioner", "organization", "practitioner_id", "status"),
+        Index("ix_consents_expiry", "status", "valid_until"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+
+
+class ConsentVersion(ConsentState, Base):
     """An immutable snapshot of a consent after one change."""
 
     __tablename__ = "consent_versions"
@@ -98,21 +107,6 @@ class ConsentVersion(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     consent_id: Mapped[str] = mapped_column(ForeignKey("consents.id"))
-    version: Mapped[int] = mapped_column(Integer)
-    organization: Mapped[str] = mapped_column(String(64))
-    patient_id: Mapped[str] = mapped_column(String(128))
-    practitioner_id: Mapped[str] = mapped_column(String(128))
-    categories: Mapped[list[str]] = mapped_column(JSON)
-    purposes: Mapped[list[str]] = mapped_column(JSON)
-    decision: Mapped[str] = mapped_column(String(8))
-    valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
-    valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    collection_method: Mapped[str] = mapped_column(String(16))
-    evidence_ref: Mapped[str | None] = mapped_column(String(256))
-    policy_version: Mapped[str | None] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(8))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     change: Mapped[str] = mapped_column(String(8))
     actor: Mapped[str] = mapped_column(String(160))
     reason: Mapped[str | None] = mapped_column(String(500))

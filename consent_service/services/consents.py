@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from consent_service.db.models import Consent, ConsentVersion
+from consent_service.db.models import CONSENT_STATE_FIELDS, Consent, ConsentVersion
 from consent_service.outbox.writer import add_event
 from consent_service.services.errors import Conflict, InvalidConsent, NotFound, StaleVersion
 from consent_service.timefmt import format_instant
@@ -379,21 +379,7 @@ def _record_version(
 ) -> dict[str, Any]:
     version = ConsentVersion(
         consent_id=consent.id,
-        version=consent.version,
-        organization=consent.organization,
-        patient_id=consent.patient_id,
-        practitioner_id=consent.practitioner_id,
-        categories=list(consent.categories),
-        purposes=list(consent.purposes),
-        decision=consent.decision,
-        valid_from=consent.valid_from,
-        valid_until=consent.valid_until,
-        collection_method=consent.collection_method,
-        evidence_ref=consent.evidence_ref,
-        policy_version=consent.policy_version,
-        status=consent.status,
-        created_at=consent.created_at,
-        updated_at=consent.updated_at,
+        **{name: getattr(consent, name) for name in CONSENT_STATE_FIELDS},
         change=change,
         actor=actor.name,
         reason=reason,
