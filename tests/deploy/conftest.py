@@ -55,6 +55,29 @@ def pod_specs(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, An
             yield obj["metadata"]["name"], spec["jobTemplate"]["spec"]["template"]["spec"]
 
 
+def pod_environment(
+    objects: list[dict[str, Any]], spec: dict[str, Any], ca_file: Path
+) -> dict[str, str]:
+    """What a pod's process sees in its environment, with stand-ins for the Secrets' values."""
+    config_map = one(objects, "ConfigMap", FULLNAME)["data"]
+    (container,) = spec["containers"]
+    env: dict[str, str] = dict(config_map) if "envFrom" in container else {}
+    stand_ins = {
+        "CONSENT_DATABASE_URL": "postgresql+psycopg://consent:secret@pg.internal:5432/consent",
+        "CONSENT_KAFKA_SASL_USERNAME": "consent-relay",
+        "CONSENT_KAFKA_SASL_PASSWORD": "not-a-real-password",
+    }
+    for variable in container.get("env", []):
+        name = variable["name"]
+        if "value" in variable:
+            env[name] = variable["value"]
+        else:
+            env[name] = stand_ins.get(name, f"{name.lower()}-stand-in-0123456789abcdef")
+    if "CONSENT_KAFKA_SSL_CAFILE" in env:
+        env["CONSENT_KAFKA_SSL_CAFILE"] = str(ca_file)  # mounted from the CA Secret in a pod
+    return env
+
+
 @pytest.fixture(scope="session")
 def chart() -> Iterator[helm.Chart]:
     with helm.Chart.load(CHART_DIR) as loaded:

@@ -18,6 +18,7 @@ import kubernetes_validate
 import pytest
 
 from consent_service import gunicorn_conf
+from consent_service.config import ConfigError, Settings
 from tests.deploy.conftest import (
     CHART_DIR,
     FULLNAME,
@@ -25,6 +26,7 @@ from tests.deploy.conftest import (
     RELEASE,
     merged,
     one,
+    pod_environment,
     pod_specs,
     render,
     values_file,
@@ -43,6 +45,7 @@ SECRET_ENV = {
 # Kubernetes ships no schema for the Prometheus operator's CRD.
 CRD_GROUPS = ("monitoring.coreos.com/",)
 
+TLS = [{"secretName": "consent-tls", "hosts": ["consent.example.org"]}]
 NO_RELAY = {
     "relay": {"enabled": False},
     "expiry": {"cronJob": {"enabled": True}},
@@ -97,6 +100,8 @@ def test_default_install_has_the_expected_objects(chart: helm.Chart) -> None:
     assert kinds == sorted(
         [
             ("ConfigMap", FULLNAME),
+            ("CronJob", f"{FULLNAME}-audit-checkpoint"),
+            ("CronJob", f"{FULLNAME}-audit-verify"),
             ("Deployment", f"{FULLNAME}-api"),
             ("Deployment", f"{FULLNAME}-relay"),
             ("HorizontalPodAutoscaler", f"{FULLNAME}-api"),
@@ -205,6 +210,8 @@ def test_secrets_each_workload_gets(production: dict[str, Any], chart: helm.Char
         },
         f"{FULLNAME}-migrate": {"CONSENT_DATABASE_URL"},
         f"{FULLNAME}-expire": {"CONSENT_DATABASE_URL", "CONSENT_AUDIT_KEYS"},
+        f"{FULLNAME}-audit-checkpoint": {"CONSENT_DATABASE_URL", "CONSENT_AUDIT_KEYS"},
+        f"{FULLNAME}-audit-verify": {"CONSENT_DATABASE_URL", "CONSENT_AUDIT_KEYS"},
     }
     relay = one(objects, "Deployment", f"{FULLNAME}-relay")["spec"]["template"]["spec"]
     ca_file = next(
@@ -261,7 +268,7 @@ def test_migrations_run_as_a_pre_install_and_pre_upgrade_hook(chart: helm.Chart)
 
 
 def test_expiry_cronjob_is_optional_and_never_overlaps(chart: helm.Chart) -> None:
-    assert not [o for o in render(chart) if o["kind"] == "CronJob"]
+    assert f"{FULLNAME}-expire" not in {o["metadata"]["name"] for o in render(chart)}
     cron = one(render(chart, NO_RELAY), "CronJob", f"{FULLNAME}-expire")
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
@@ -359,6 +366,10 @@ def test_selectors_find_their_pods(scenario: list[dict[str, Any]]) -> None:
         ),
         ({"kafka": {"securityProtocol": "SASL_SSL"}}, "kafka.sasl.mechanism: required"),
         ({"ingress": {"enabled": True}}, "ingress.tls: required"),
+        (
+            {"ingress": {"enabled": True, "hosts": [{"host": "*.example.org"}], "tls": TLS}},
+            "config.publicUrl: required when the first ingress host is a wildcard",
+        ),
         ({"relay": {"enabled": False}}, "expiry.cronJob.enabled: must be true"),
         (
             {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
@@ -448,3 +459,197 @@ def test_every_variable_the_chart_sets_is_read_by_the_service(
         names.update(v["name"] for c in spec["containers"] for v in c.get("env", []))
     assert names
     assert {name for name in names if f'"{name}"' not in source} == set()
+
+
+def test_every_pod_starts_with_the_environment_the_chart_gives_it(
+    scenario: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """Each process validates every CONSENT_* variable it sees at start.
+
+    A SASL mechanism in the shared ConfigMap, without the credentials that
+    only the relay gets, once stopped the API and the jobs of any install
+    with Kafka over SASL.
+    """
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_text("-----BEGIN CERTIFICATE-----\n")
+    for name, spec in pod_specs(scenario):
+        env = pod_environment(scenario, spec, ca_file)
+        try:
+            Settings.from_env(env)
+        except ConfigError as error:
+            pytest.fail(f"{name}: {error}")
+
+
+def test_only_the_relay_gets_kafka_client_settings(
+    chart: helm.Chart, production: dict[str, Any]
+) -> None:
+    objects = render(chart, merged(production, {"expiry": {"cronJob": {"enabled": True}}}))
+    assert not {n for n in one(objects, "ConfigMap", FULLNAME)["data"] if "SASL" in n}
+    for name, spec in pod_specs(objects):
+        kafka_env = {
+            v["name"]: v.get("value")
+            for v in spec["containers"][0].get("env", [])
+            if v["name"].startswith("CONSENT_KAFKA_S")
+        }
+        if name == f"{FULLNAME}-relay":
+            assert kafka_env["CONSENT_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+            assert kafka_env["CONSENT_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+        else:
+            assert kafka_env == {}, name
+
+
+def _public_url(objects: list[dict[str, Any]]) -> str | None:
+    value: str | None = one(objects, "ConfigMap", FULLNAME)["data"].get("CONSENT_PUBLIC_URL")
+    return value
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({}, None),
+        (
+            {"ingress": {"enabled": True, "tls": TLS}},
+            "https://consent.example.org",
+        ),
+        (
+            {
+                "ingress": {
+                    "enabled": True,
+                    "hosts": [{"host": "a.example.org"}, {"host": "b.example.org"}],
+                    "tls": TLS,
+                }
+            },
+            "https://a.example.org",
+        ),
+        (
+            {
+                "config": {"publicUrl": "https://patients.example.org/consent-service/"},
+                "ingress": {"enabled": True, "hosts": [{"host": "*.example.org"}], "tls": TLS},
+            },
+            "https://patients.example.org/consent-service",
+        ),
+        ({"config": {"publicUrl": "http://127.0.0.1:8000"}}, "http://127.0.0.1:8000"),
+    ],
+)
+def test_public_url_from_values_or_the_ingress(
+    chart: helm.Chart, values: dict[str, Any], expected: str | None
+) -> None:
+    value = _public_url(render(chart, values))
+    assert value == expected
+    if value is not None:
+        # The service takes it as it is rendered.
+        assert Settings.from_env({"CONSENT_PUBLIC_URL": value}).public_url == value
+
+
+def test_production_links_use_the_ingress_host(
+    chart: helm.Chart, production: dict[str, Any]
+) -> None:
+    assert _public_url(render(chart, production)) == "https://consent.hds.example.org"
+    notes = chart.render(production, name=RELEASE, namespace=NAMESPACE)[
+        "consent-service/templates/NOTES.txt"
+    ]
+    assert "Patient form links start with: https://consent.hds.example.org" in notes
+
+
+@pytest.mark.parametrize(
+    "public_url",
+    ["consent.example.org", "ftp://consent.example.org", "https://x.org/?a=1", "https://x.org/#f"],
+)
+def test_a_public_url_the_service_would_refuse_fails_the_schema(
+    chart: helm.Chart, public_url: str
+) -> None:
+    with pytest.raises(helm.HelmValuesError, match="/config/publicUrl"):
+        render(chart, {"config": {"publicUrl": public_url}})
+    with pytest.raises(ConfigError, match="CONSENT_PUBLIC_URL"):
+        Settings.from_env({"CONSENT_PUBLIC_URL": public_url})
+
+
+def _cron(objects: list[dict[str, Any]], suffix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A CronJob and its pod spec."""
+    cron = one(objects, "CronJob", f"{FULLNAME}-{suffix}")
+    return cron, cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+def test_audit_cronjobs_checkpoint_and_verify_by_default(chart: helm.Chart) -> None:
+    objects = render(chart)
+    checkpoint, checkpoint_pod = _cron(objects, "audit-checkpoint")
+    verify, verify_pod = _cron(objects, "audit-verify")
+    # The checkpoint's JSON line goes to stdout, i.e. into the cluster's log pipeline.
+    assert checkpoint_pod["containers"][0]["args"] == ["audit", "checkpoint"]
+    assert verify_pod["containers"][0]["args"] == ["audit", "verify", "--json"]
+    assert checkpoint["spec"]["schedule"] == "*/5 * * * *"
+    assert verify["spec"]["schedule"] == "30 2 * * *"
+    for cron, pod in ((checkpoint, checkpoint_pod), (verify, verify_pod)):
+        assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+        assert cron["spec"]["failedJobsHistoryLimit"] >= 1  # alerting sees failed Jobs
+        assert pod["restartPolicy"] == "Never"
+        assert pod["serviceAccountName"] == FULLNAME
+        component = cron["metadata"]["labels"]["app.kubernetes.io/component"]
+        assert cron["spec"]["jobTemplate"]["metadata"]["labels"]["app.kubernetes.io/component"] == (
+            component
+        )
+    # A broken chain stays broken: retrying would only delay the alert.
+    assert verify["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 0
+    # Verify reads the whole log; it gets more time than a checkpoint.
+    deadline = "activeDeadlineSeconds"
+    assert (
+        verify["spec"]["jobTemplate"]["spec"][deadline]
+        > (checkpoint["spec"]["jobTemplate"]["spec"][deadline])
+    )
+
+
+def test_audit_cronjobs_can_be_turned_off_or_annotated(chart: helm.Chart) -> None:
+    off = {"audit": {"checkpoint": {"enabled": False}, "verify": {"enabled": False}}}
+    assert not [o for o in render(chart, off) if "audit" in o["metadata"]["name"]]
+    only_verify = render(chart, {"audit": {"checkpoint": {"enabled": False}}})
+    assert [o["metadata"]["name"] for o in only_verify if o["kind"] == "CronJob"] == [
+        f"{FULLNAME}-audit-verify"
+    ]
+    annotated = render(chart, {"audit": {"podAnnotations": {"logs.example.org/route": "worm"}}})
+    for suffix in ("audit-checkpoint", "audit-verify"):
+        cron, _ = _cron(annotated, suffix)
+        pod_metadata = cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]
+        assert pod_metadata["annotations"] == {"logs.example.org/route": "worm"}
+
+
+def test_cronjob_names_leave_room_for_the_job_suffix(chart: helm.Chart) -> None:
+    long_name = {"fullnameOverride": "consent-" + "x" * 55, "relay": {"enabled": False}}
+    long_name["expiry"] = {"cronJob": {"enabled": True}}
+    crons = [o for o in render(chart, long_name) if o["kind"] == "CronJob"]
+    assert len(crons) == 3
+    for cron in crons:
+        name = cron["metadata"]["name"]
+        assert len(name) <= 52 and not name.startswith("-"), name
+    assert {c["metadata"]["name"].rsplit("x-", 1)[-1] for c in crons} == {
+        "expire",
+        "audit-checkpoint",
+        "audit-verify",
+    }
+
+
+def test_every_pod_is_covered_by_exactly_one_network_policy(
+    scenario: list[dict[str, Any]],
+) -> None:
+    policies = [o for o in scenario if o["kind"] == "NetworkPolicy"]
+    for obj in scenario:
+        if obj["kind"] in ("Deployment", "Job"):
+            labels = obj["spec"]["template"]["metadata"]["labels"]
+        elif obj["kind"] == "CronJob":
+            labels = obj["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+        else:
+            continue
+        covering = [
+            p["metadata"]["name"] for p in policies if _selects(p["spec"]["podSelector"], labels)
+        ]
+        assert len(covering) == 1, (obj["metadata"]["name"], covering)
+        if obj["kind"] == "CronJob":
+            assert covering == [f"{FULLNAME}-jobs"]
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    plain = all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+    expressions = all(
+        e["operator"] == "In" and labels.get(e["key"]) in e["values"]
+        for e in selector.get("matchExpressions", [])
+    )
+    return plain and expressions

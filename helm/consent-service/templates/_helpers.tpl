@@ -95,7 +95,7 @@ seccompProfile:
 
 {{/* One of the service's keys from the keys Secret; call with (list $ "ENV_NAME" "secretKey"). */}}
 {{- define "consent-service.keyEnv" -}}
-{{- $root := index . 0 }}
+{{- $root := index . 0 -}}
 - name: {{ index . 1 }}
   valueFrom:
     secretKeyRef:
@@ -103,8 +103,17 @@ seccompProfile:
       key: {{ index . 2 | quote }}
 {{- end }}
 
-{{- define "consent-service.kafkaSecretEnv" -}}
+{{/*
+The relay's Kafka client settings, in the relay's env only: every process
+validates them at start, and a SASL mechanism without its credentials (which
+only the relay gets) would stop the API and the jobs.
+*/}}
+{{- define "consent-service.kafkaClientEnv" -}}
+- name: CONSENT_KAFKA_SECURITY_PROTOCOL
+  value: {{ .Values.kafka.securityProtocol | quote }}
 {{- if .Values.kafka.sasl.mechanism }}
+- name: CONSENT_KAFKA_SASL_MECHANISM
+  value: {{ .Values.kafka.sasl.mechanism | quote }}
 - name: CONSENT_KAFKA_SASL_USERNAME
   valueFrom:
     secretKeyRef:
@@ -142,6 +151,9 @@ seccompProfile:
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas: must not exceed autoscaling.maxReplicas" }}
 {{- end }}
+{{- if and .Values.ingress.enabled (not .Values.config.publicUrl) .Values.ingress.hosts (hasPrefix "*" (first .Values.ingress.hosts).host) }}
+{{- fail "config.publicUrl: required when the first ingress host is a wildcard (patient links need a real host)" }}
+{{- end }}
 {{- if and .Values.ingress.enabled (not .Values.ingress.tls) }}
 {{- fail "ingress.tls: required when the ingress is enabled (health data never travels in clear text)" }}
 {{- end }}
@@ -168,4 +180,102 @@ seccompProfile:
   to:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+{{- end }}
+
+{{/*
+The public base address of patient links (CONSENT_PUBLIC_URL): config.publicUrl,
+else https:// and the first ingress host when the ingress is enabled, else
+empty (links then follow the Host header of the API call that creates them).
+*/}}
+{{- define "consent-service.publicUrl" -}}
+{{- if .Values.config.publicUrl }}
+{{- .Values.config.publicUrl | trimSuffix "/" }}
+{{- else if and .Values.ingress.enabled .Values.ingress.hosts }}
+{{- printf "https://%s" (first .Values.ingress.hosts).host }}
+{{- end }}
+{{- end }}
+
+{{/*
+A CronJob's name: at most 52 characters, because Kubernetes appends an
+11-character suffix to name each Job it starts. Call with
+(dict "root" $ "suffix" "expire").
+*/}}
+{{- define "consent-service.cronJobName" -}}
+{{- $suffix := printf "-%s" .suffix }}
+{{- $prefix := include "consent-service.fullname" .root | trunc (int (sub 52 (len $suffix))) | trimSuffix "-" }}
+{{- printf "%s%s" $prefix $suffix }}
+{{- end }}
+
+{{/*
+A CronJob running one consent-service command with the database URL and the
+audit keys, no other secret, locked down like every other pod. Call with
+(dict "root" $ "component" "expire" "args" (list "expire") "job" .Values.expiry.cronJob
+"backoffLimit" 1 "podAnnotations" (dict)); "job" holds schedule,
+activeDeadlineSeconds and resources.
+*/}}
+{{- define "consent-service.cronJob" -}}
+{{- $root := .root }}
+apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: {{ include "consent-service.cronJobName" (dict "root" $root "suffix" .component) }}
+  labels:
+    {{- include "consent-service.labels" $root | nindent 4 }}
+    app.kubernetes.io/component: {{ .component }}
+spec:
+  schedule: {{ .job.schedule | quote }}
+  # A run still going when the next is due: the next one is skipped, since
+  # two at once would only wait on each other's locks.
+  concurrencyPolicy: Forbid
+  startingDeadlineSeconds: 120
+  successfulJobsHistoryLimit: 1
+  # Failed Jobs stay visible to kubectl and to kube-state-metrics alerts.
+  failedJobsHistoryLimit: 3
+  jobTemplate:
+    metadata:
+      labels:
+        {{- include "consent-service.labels" $root | nindent 8 }}
+        app.kubernetes.io/component: {{ .component }}
+    spec:
+      backoffLimit: {{ .backoffLimit }}
+      activeDeadlineSeconds: {{ .job.activeDeadlineSeconds }}
+      template:
+        metadata:
+          labels:
+            {{- include "consent-service.labels" $root | nindent 12 }}
+            app.kubernetes.io/component: {{ .component }}
+          {{- with .podAnnotations }}
+          annotations:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+        spec:
+          restartPolicy: Never
+          serviceAccountName: {{ include "consent-service.serviceAccountName" $root }}
+          automountServiceAccountToken: false
+          enableServiceLinks: false
+          securityContext:
+            {{- include "consent-service.podSecurityContext" $root | nindent 12 }}
+          {{- with $root.Values.imagePullSecrets }}
+          imagePullSecrets:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+          containers:
+            - name: {{ .component }}
+              image: {{ include "consent-service.image" $root | quote }}
+              imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+              args: {{ toJson .args }}
+              envFrom:
+                - configMapRef:
+                    name: {{ include "consent-service.fullname" $root }}
+              env:
+                {{- include "consent-service.databaseEnv" $root | nindent 16 }}
+                {{- include "consent-service.keyEnv" (list $root "CONSENT_AUDIT_KEYS" $root.Values.keys.auditKey) | nindent 16 }}
+              resources:
+                {{- toYaml .job.resources | nindent 16 }}
+              securityContext:
+                {{- include "consent-service.containerSecurityContext" $root | nindent 16 }}
+              volumeMounts:
+                {{- include "consent-service.tmpMount" $root | nindent 16 }}
+          volumes:
+            {{- include "consent-service.tmpVolume" $root | nindent 12 }}
 {{- end }}
