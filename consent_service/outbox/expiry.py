@@ -1,4 +1,4 @@
-"""Expiring consents whose ``valid_until`` has passed.
+"""Expiring consents whose ``valid_until`` has passed, and overdue consent requests.
 
 Runs inside the active relay's loop and as ``consent-service expire`` (a
 CronJob). Several of them, or a revoke arriving at the same moment, are
@@ -17,6 +17,7 @@ from datetime import datetime
 
 from consent_service.db.session import Database
 from consent_service.services.consents import due_for_expiry, expire_consent
+from consent_service.services.requests import expire_requests
 from consent_service.timefmt import utcnow
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,15 @@ PAGE = 200
 def expire_due(
     database: Database, *, clock: Callable[[], datetime] = utcnow, page: int = PAGE
 ) -> int:
-    """Expire every consent now due; return how many this call expired."""
+    """Expire every consent now due; return how many this call expired.
+
+    Pending consent requests past their deadline are closed first, so their
+    stored status says ``expired`` without waiting for an answer attempt.
+    """
+    with database.transaction() as session:
+        closed = expire_requests(session, now=clock())
+    if closed:
+        log.info("closed %d overdue consent requests", closed)
     total = 0
     while True:
         now = clock()

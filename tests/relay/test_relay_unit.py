@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select, text, update
 
 from consent_service.db.models import Consent, ConsentVersion, OutboxEvent
+from consent_service.db.request_models import ConsentRequest
 from consent_service.db.session import Database
 from consent_service.outbox.envelope import Envelope, PoisonEvent
 from consent_service.outbox.expiry import expire_due
@@ -19,6 +20,8 @@ from consent_service.outbox.lease import FileLease, PostgresLease, lease_for
 from consent_service.outbox.publisher import InMemoryPublisher, Message, PublishError
 from consent_service.outbox.relay import Relay, RelayOptions
 from consent_service.outbox.relay_metrics import Heartbeat, serve_metrics
+from consent_service.services.consents import Actor
+from consent_service.services.requests import create_request
 from consent_service.timefmt import utcnow
 from tests.relay.conftest import Writes, assert_in_order, check_records
 
@@ -298,3 +301,33 @@ def test_metrics_endpoint(database: Database, writes: Writes) -> None:
             assert name in body
     finally:
         server.shutdown()
+
+
+def test_expiry_pass_closes_overdue_consent_requests(database: Database) -> None:
+    asked_at = utcnow() - timedelta(days=2)
+    with database.transaction() as session:
+        ids = [
+            create_request(
+                session,
+                actor=Actor(name="client:test", organization="practice-a"),
+                patient_id="pat-1",
+                practitioner_id="rpps:10003456789",
+                practitioner_name="Dr Martin",
+                practitioner_profession=None,
+                organization_name=None,
+                categories=["radiographs"],
+                purposes=["referral"],
+                valid_until=None,
+                valid_for_days=None,
+                language="fr",
+                expires_in=expires_in,
+                now=asked_at,
+            ).id
+            for expires_in in (timedelta(days=1), timedelta(days=7))
+        ]
+    expire_due(database)
+    with database.reading() as session:
+        statuses = dict(
+            session.execute(select(ConsentRequest.id, ConsentRequest.status)).tuples().all()
+        )
+    assert statuses == {ids[0]: "expired", ids[1]: "pending"}
