@@ -5,7 +5,8 @@ anything; every POST needs a CSRF token; every answer is an atomic state
 change in ``services.requests``. Each failure is a page in the patient's
 language saying what happened and what to do next, with the HTTP status a
 machine would expect (400 tampered, 403 CSRF, 404 unknown, 409 already
-answered, 410 expired, 429 too many attempts).
+answered, 410 expired, 429 too many attempts). What each page appends to the
+audit log: ``web.audit_trail``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from flask import (
     url_for,
 )
 from flask.blueprints import BlueprintSetupState
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from consent_service.api.context import state
@@ -35,7 +37,7 @@ from consent_service.services import policies
 from consent_service.services import requests as service
 from consent_service.services.errors import Conflict, NotFound
 from consent_service.timefmt import utcnow
-from consent_service.web import i18n, links
+from consent_service.web import audit_trail, i18n, links
 from consent_service.web.csrf import csrf_is_valid, csrf_token, set_csrf_cookie
 from consent_service.web.ratelimit import AttemptLimiter
 
@@ -76,6 +78,9 @@ class PatientError(Exception):
     manage_url: str | None = None
     back_url: str | None = None
     values: dict[str, str] = field(default_factory=dict)
+    # What the audit log records of it (``web.audit_trail``); None: nothing,
+    # as for a bad form, a CSRF failure or a rate limit.
+    audit_outcome: str | None = None
 
 
 @blp.record_once
@@ -104,6 +109,7 @@ def answer_form() -> Response:
         g.lang = _language(consent_request.language)
         _ensure_pending(consent_request, now)
         text = policies.current_policy_text(session, language=g.lang)
+    _record_read()
     return _page(
         "form.html",
         200,
@@ -132,6 +138,7 @@ def answer_submit() -> Response:
     if answer not in ("grant", "refuse") or text_language not in i18n.LANGUAGES:
         raise PatientError("bad_form", 400)
     now = utcnow()
+    audit_trail.note(consent_request_id=request_id)
     with state().database.transaction() as session:
         try:
             text = policies.get_policy_text(
@@ -144,10 +151,13 @@ def answer_submit() -> Response:
                 session, request_id=request_id, grant=answer == "grant", text=text, now=now
             )
         except NotFound:
-            raise PatientError("unknown", 404) from None
+            raise PatientError("unknown", 404, audit_outcome=audit_trail.REFUSED) from None
+        audit_trail.note_request(outcome.request)
+        if outcome.kind == "refused":
+            audit_trail.stage(session, audit_trail.REFUSED_ANSWER, now=now)
     consent_request = outcome.request
     if outcome.kind == "expired":
-        raise PatientError("expired", 410)
+        raise PatientError("expired", 410, audit_outcome=audit_trail.REFUSED)
     if outcome.kind == "already-answered":
         raise _already_answered(consent_request)
     log.info("consent request %s answered: %s", consent_request.id, outcome.kind)
@@ -179,6 +189,7 @@ def my_consents() -> Response:
             organization=consent_request.organization,
             practitioner_ids=[consent["practitioner_id"] for consent in consents],
         )
+    _record_read(consent_ids=[consent["id"] for consent in consents], count=len(consents))
     return _page(
         "mine.html",
         200,
@@ -202,6 +213,7 @@ def withdraw() -> Response:
         consent_id = str(uuid.UUID(request.form.get("consent_id", "")))
     except ValueError:
         raise PatientError("bad_form", 400, back_url=back_url) from None
+    audit_trail.note(consent_id=consent_id)
     now = utcnow()
     try:
         with state().database.transaction() as session:
@@ -219,9 +231,11 @@ def withdraw() -> Response:
                 practitioner_ids=[revoked["practitioner_id"]],
             )
     except Conflict:
-        raise PatientError("not_active", 409, back_url=back_url) from None
+        outcome = audit_trail.CONFLICT
+        raise PatientError("not_active", 409, back_url=back_url, audit_outcome=outcome) from None
     except NotFound:
-        raise PatientError("unknown", 404, back_url=back_url) from None
+        outcome = audit_trail.NOT_FOUND
+        raise PatientError("unknown", 404, back_url=back_url, audit_outcome=outcome) from None
     log.info("consent %s withdrawn by the patient", consent_id)
     return _page("withdrawn.html", 200, item=_consent_view(revoked, names), back_url=back_url)
 
@@ -235,6 +249,11 @@ def not_found(_unknown: str) -> Response:
 
 @blp.errorhandler(PatientError)
 def _patient_error(error: PatientError) -> Response:
+    # Recorded here, once any transaction of the view has ended: on SQLite an
+    # append from inside a write transaction would wait for that very lock.
+    if error.audit_outcome is not None:
+        why = {"link": error.kind} if error.audit_outcome == audit_trail.REFUSED else {}
+        audit_trail.record_refusal(error.audit_outcome, error.status, **why)
     response = _page(
         "error.html",
         error.status,
@@ -293,7 +312,8 @@ def _verified(purpose: str, token: str | None) -> str:
     try:
         return links.verify(_keys(), purpose, token)
     except links.LinkError as error:
-        raise PatientError(error.kind, 410 if error.kind == "expired" else 400) from None
+        status = 410 if error.kind == "expired" else 400
+        raise PatientError(error.kind, status, audit_outcome=audit_trail.REFUSED) from None
 
 
 def _require_csrf() -> None:
@@ -321,16 +341,28 @@ def _switch_url() -> str | None:
 
 
 def _find(session: Any, request_id: str) -> ConsentRequest:
+    audit_trail.note(consent_request_id=request_id)
     try:
-        return service.find_request(session, request_id=request_id)
+        found = service.find_request(session, request_id=request_id)
     except NotFound:
-        raise PatientError("unknown", 404) from None
+        raise PatientError("unknown", 404, audit_outcome=audit_trail.REFUSED) from None
+    audit_trail.note_request(found)
+    return found
+
+
+def _record_read(**ids: Any) -> None:
+    """Audit the page about to be shown; no page without its entry."""
+    try:
+        audit_trail.record(audit_trail.OK, 200, **ids)
+    except SQLAlchemyError:
+        log.exception("audit append failed request_id=%s", g.get("request_id"))
+        raise PatientError("server", 503) from None
 
 
 def _ensure_pending(consent_request: ConsentRequest, now: datetime) -> None:
     status = service.effective_status(consent_request, now)
     if status == "expired":
-        raise PatientError("expired", 410)
+        raise PatientError("expired", 410, audit_outcome=audit_trail.REFUSED)
     if status != "pending":
         raise _already_answered(consent_request)
 
@@ -339,7 +371,11 @@ def _already_answered(consent_request: ConsentRequest) -> PatientError:
     t = i18n.translator(g.lang)
     answer = t("answer_granted" if consent_request.status == "granted" else "answer_refused")
     return PatientError(
-        "answered", 409, manage_url=_manage_url(consent_request), values={"answer": answer}
+        "answered",
+        409,
+        manage_url=_manage_url(consent_request),
+        values={"answer": answer},
+        audit_outcome=audit_trail.CONFLICT,
     )
 
 
