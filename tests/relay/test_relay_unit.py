@@ -223,7 +223,7 @@ def test_expiry_expires_once_even_with_concurrent_passes(
         thread.join()
     assert sum(results) == len(due)
     with database.reading() as session:
-        statuses = dict(session.execute(select(Consent.id, Consent.status)).tuples().all())
+        statuses = dict(session.execute(select(Consent.id, Consent.status)).all())
         expired_versions = session.scalars(
             select(ConsentVersion.consent_id).where(ConsentVersion.change == "expired")
         ).all()
@@ -327,7 +327,5 @@ def test_expiry_pass_closes_overdue_consent_requests(database: Database) -> None
         ]
     expire_due(database)
     with database.reading() as session:
-        statuses = dict(
-            session.execute(select(ConsentRequest.id, ConsentRequest.status)).tuples().all()
-        )
+        statuses = dict(session.execute(select(ConsentRequest.id, ConsentRequest.status)).all())
     assert statuses == {ids[0]: "expired", ids[1]: "pending"}
