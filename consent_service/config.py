@@ -64,6 +64,7 @@ class Settings:
     kafka_sasl_password: str | None = field(default=None, repr=False)
     kafka_ssl_cafile: str | None = None
     relay_metrics_port: int = 9102
+    audit_batch_ms: int = 5
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -118,6 +119,9 @@ class Settings:
                 _positive_int(env, "CONSENT_OUTBOX_LAG_THRESHOLD_SECONDS", 60)
             ),
             public_url=_public_url(env.get("CONSENT_PUBLIC_URL", "")),
+            audit_batch_ms=_audit_batch_ms(
+                env.get("CONSENT_AUDIT_BATCH_MS", str(cls.audit_batch_ms))
+            ),
             **_kafka_client_settings(env),
         )
 
@@ -151,6 +155,23 @@ def _public_url(value: str) -> str | None:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         raise ConfigError("CONSENT_PUBLIC_URL: an http(s) address such as https://consent.example")
+    return value
+
+
+MAX_AUDIT_BATCH_MS = 1000
+
+
+def _audit_batch_ms(raw: str) -> int:
+    """How long read and decision audit entries wait to share a commit; 0: none, in the request."""
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_AUDIT_BATCH_MS:
+        raise ConfigError(
+            f"CONSENT_AUDIT_BATCH_MS: milliseconds from 0 (append in the request) "
+            f"to {MAX_AUDIT_BATCH_MS}, got {raw!r}"
+        )
     return value
 
 

@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
 from consent_service import create_app
+from consent_service.api import audit_writer
 from consent_service.config import Settings
 from consent_service.db.base import Base
 from consent_service.db.migrate import upgrade
@@ -77,6 +78,9 @@ def database(backend: str, database_urls: dict[str, str]) -> Iterator[Database]:
     try:
         yield db
     finally:
+        # Batched audit entries of this test land before the tables are
+        # emptied, not in the next test's.
+        audit_writer.flush(timeout=10)
         empty_tables(db)
         db.dispose()
 

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Response
 from marshmallow import RAISE, Schema, fields, validate
 
+from consent_service.api import audit_writer
 from consent_service.api.auth import requires
 from consent_service.api.context import principal, state
 from consent_service.api.parsing import ConsentBlueprint
@@ -15,6 +16,10 @@ from consent_service.api.writes import json_response
 from consent_service.services import audit
 
 blp = ConsentBlueprint("audit", __name__, url_prefix="/v1", description="Audit log")
+
+# How long a listing waits for this worker's queued entries (the caller's
+# own earlier reads and decisions); past that it lists what is committed.
+FLUSH_BEFORE_LISTING_S = 2.0
 
 WORD = validate.Regexp(r"^[a-z0-9][a-z0-9.:_-]{0,47}$", error="A lowercase word (a-z 0-9 . : _ -).")
 
@@ -57,6 +62,7 @@ class AuditPageSchema(Schema):
 def list_audit(args: dict[str, Any]) -> Response:
     """Your organization's audit entries in append order, filtered; page with ``after``."""
     client_id = args.get("client_id")
+    audit_writer.flush(FLUSH_BEFORE_LISTING_S)
     with state().database.read_only() as connection:
         items = audit.list_entries(
             connection,

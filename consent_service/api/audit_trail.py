@@ -1,18 +1,24 @@
 """Which API requests append to the audit log, and with which ids.
 
 Reads, decisions, refused accesses (401, 403, 404) and writes that changed
-nothing (a conflict, a replay) are appended here, after the view answered, on
-a connection of their own. Writes that recorded a consent version were
-already audited inside their own transaction (``services.audit``), so they
-are not appended twice.
+nothing (a conflict, a replay) are recorded here, after the view answered:
+handed to the process's batch writer (``api.audit_writer``), which appends
+them a few milliseconds later on a connection of its own; with
+``CONSENT_AUDIT_BATCH_MS=0``, or when the writer has too many waiting,
+appended in the request. Writes that recorded a consent version were already
+audited inside their own transaction (``services.audit``), so they are not
+appended twice.
 
-A read whose audit entry cannot be written is not answered: the caller gets
-503 instead of consent data that nobody could later account for.
+A read whose audit entry cannot be written in the request is not answered:
+the caller gets 503 instead of consent data that nobody could later account
+for.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import weakref
 from typing import Any
 
@@ -20,7 +26,8 @@ from flask import Response, g, request
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
-from consent_service.api.context import state
+from consent_service.api.audit_writer import BatchWriter
+from consent_service.api.context import ServiceState, state
 from consent_service.api.problems import problem
 from consent_service.api.schemas import IDENTIFIER
 from consent_service.db.session import (
@@ -83,7 +90,7 @@ def record_request(response: Response) -> Response:
         return response  # audited in the write's own transaction
     records = _records(response)
     try:
-        _append(state().database, records)
+        _append(state(), records)
     except SQLAlchemyError:
         log.exception("audit append failed request_id=%s", g.get("request_id"))
         if 200 <= response.status_code < 300:
@@ -93,10 +100,31 @@ def record_request(response: Response) -> Response:
     return response
 
 
-def _append(database: Database, records: list[audit.Record]) -> None:
-    engine = audit_engine(database)
-    with engine.connect() as connection:
+def _append(service: ServiceState, records: list[audit.Record]) -> None:
+    """Hand the entries to the batch writer; append them here if batching is off or full."""
+    writer = batch_writer(service.database, service.settings.audit_batch_ms)
+    if writer is not None and writer.submit(records):
+        return
+    with audit_engine(service.database).connect() as connection:
         audit.append(connection, records, now=utcnow())
+
+
+def batch_writer(database: Database, batch_ms: int) -> BatchWriter | None:
+    """This process's writer of ``database``'s audit entries; None when batching is off.
+
+    A writer found in the registry but made by another process (a fork's
+    parent) is replaced: its queue and thread are the parent's.
+    """
+    if batch_ms == 0:
+        return None
+    writer = _WRITERS.get(database)
+    if writer is None or writer.pid != os.getpid():
+        with _WRITERS_LOCK:
+            writer = _WRITERS.get(database)
+            if writer is None or writer.pid != os.getpid():
+                writer = BatchWriter(audit_engine(database), window_ms=batch_ms)
+                _WRITERS[database] = writer
+    return writer
 
 
 def audit_engine(database: Database) -> Engine:
@@ -110,10 +138,17 @@ def audit_engine(database: Database) -> Engine:
     verify`` then reports as a truncated chain. Writes' entries are not
     concerned: they commit, durably, with the write.
     """
-    engine: Engine | None = _AUDIT_ENGINES.get(database)
-    if engine is None:
+    found = _AUDIT_ENGINES.get(database)
+    if found is None:
         engine = _make_audit_engine(database.url)
-        _AUDIT_ENGINES[database] = engine
+    else:
+        pid, engine = found
+        if pid == os.getpid():
+            return engine
+        # A forked child must not use its parent's pooled connections; the
+        # parent still owns them, so they are forgotten, not closed.
+        engine.dispose(close=False)
+    _AUDIT_ENGINES[database] = (os.getpid(), engine)
     return engine
 
 
@@ -140,14 +175,19 @@ def _make_audit_engine(url: str) -> Engine:
     )
 
 
-_AUDIT_ENGINES: weakref.WeakKeyDictionary[Database, Engine] = weakref.WeakKeyDictionary()
+_AUDIT_ENGINES: weakref.WeakKeyDictionary[Database, tuple[int, Engine]] = (
+    weakref.WeakKeyDictionary()
+)
+_WRITERS: weakref.WeakKeyDictionary[Database, BatchWriter] = weakref.WeakKeyDictionary()
+_WRITERS_LOCK = threading.Lock()
 
 
 def _records(response: Response) -> list[audit.Record]:
     endpoint = request.endpoint or ""
     action = ACTIONS.get(endpoint, endpoint.replace("_", "-")[:48])
     status = response.status_code
-    who = _who()
+    # The entry's time is the request's, however late the writer appends it.
+    who = {**_who(), "occurred_at": utcnow()}
     if action == "decision" and status == 200:
         return [
             audit.Record(action, outcome, status, objects, **who)

@@ -77,6 +77,9 @@ class Record:
     client_id: str | None = None
     organization: str | None = None
     request_id: str | None = None
+    # When it happened; None: when it is appended. A batched entry is written
+    # a few milliseconds (during an outage, minutes) after its request.
+    occurred_at: datetime | None = None
 
 
 # --- Keys ------------------------------------------------------------------------------------
@@ -198,7 +201,7 @@ def _rows(
             "shard": chain.shard,
             "seq": chain.seq + 1,
             "prev_hash": chain.hash,
-            "occurred_at": now,
+            "occurred_at": record.occurred_at or now,
             "request_id": record.request_id,
             "client_id": record.client_id,
             "organization": record.organization,

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from consent_service.api import audit_writer
 from consent_service.db.audit_models import AuditEntry
 from consent_service.db.session import Database
 from consent_service.services import audit
@@ -22,7 +23,12 @@ def fresh_audit_chains() -> Iterator[None]:
 
 
 def audit_rows(database: Database, **where: Any) -> list[AuditEntry]:
-    """Audit entries in append order, optionally filtered by column values."""
+    """Audit entries in append order, optionally filtered by column values.
+
+    Reads and decisions are appended by this process's batch writer a few
+    milliseconds after their answer: wait for it first.
+    """
+    assert audit_writer.flush(timeout=10)
     query = select(AuditEntry).order_by(AuditEntry.id)
     for name, value in where.items():
         query = query.where(getattr(AuditEntry, name) == value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy import delete, func, insert, select, text, update
 
+from consent_service.api import audit_writer
 from consent_service.cli import main
 from consent_service.db.audit_models import AuditCheckpoint, AuditEntry
 from consent_service.db.models import ConsentVersion
@@ -39,10 +41,14 @@ def _activity(client: FlaskClient, auth: dict[str, str], rounds: int = 3) -> lis
             "/v1/decisions", json={"patient_id": created["patient_id"], **DECISION}, headers=auth
         )
         client.post(f"/v1/consents/{created['id']}/revoke", json={"reason": None}, headers=auth)
+    # Reads and decisions reach the table a few milliseconds later, through
+    # the batch writer; checkpoints and exports below must see them.
+    assert audit_writer.flush(timeout=10)
     return ids
 
 
 def _verify(database: Database, **kwargs: object) -> audit.Report:
+    assert audit_writer.flush(timeout=10)
     with database.reading() as session:
         return audit.verify(session, **kwargs)  # type: ignore[arg-type]
 
@@ -173,9 +179,16 @@ def _tamper(database: Database, statement: object) -> None:
         connection.execute(statement)  # type: ignore[call-overload]
 
 
-def _middle(database: Database) -> AuditEntry:
+def _longest_chain(database: Database) -> list[AuditEntry]:
+    """The entries of the chain holding the most, in order: writes and batched
+    reads may append on different chains."""
     rows = audit_rows(database)
-    by_chain = [row for row in rows if row.shard == rows[0].shard]
+    shard = Counter(row.shard for row in rows).most_common(1)[0][0]
+    return [row for row in rows if row.shard == shard]
+
+
+def _middle(database: Database) -> AuditEntry:
+    by_chain = _longest_chain(database)
     return by_chain[len(by_chain) // 2]
 
 
@@ -198,7 +211,12 @@ def test_a_deleted_entry_is_detected(
     _tamper(database, delete(AuditEntry).where(AuditEntry.id == victim.id))
     report = _verify(database)
     assert not report.ok
-    assert report.first_broken == min(row.id for row in audit_rows(database) if row.id > victim.id)
+    # The victim's successor in its chain; ids interleave chains (writes and
+    # batched reads append on different ones).
+    successor = min(
+        row.id for row in audit_rows(database) if row.shard == victim.shard and row.id > victim.id
+    )
+    assert report.first_broken == successor
 
 
 def test_an_inserted_entry_is_detected(
@@ -244,7 +262,7 @@ def test_swapped_entries_are_detected(
     client: FlaskClient, auth: dict[str, str], database: Database
 ) -> None:
     _activity(client, auth)
-    rows = [row for row in audit_rows(database) if row.shard == audit_rows(database)[0].shard]
+    rows = _longest_chain(database)
     first, second = rows[1], rows[2]
     with database.engine.begin() as connection:
         for row, other in ((first, second), (second, first)):
@@ -300,7 +318,9 @@ def test_purge_keeps_the_rest_verifiable(
 ) -> None:
     _activity(client, auth, rounds=2)
     old = audit_rows(database)
-    cut = old[-1].occurred_at + timedelta(microseconds=1)
+    # Not the last entry's time: batched reads and decisions are appended after
+    # the write that followed them, so the last entry by id need not be the latest.
+    cut = max(row.occurred_at for row in old) + timedelta(microseconds=1)
     # Later activity on the same chains, after the cut.
     _activity(client, auth, rounds=2)
     with database.transaction() as session:

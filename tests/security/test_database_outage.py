@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from consent_service import create_app
+from consent_service.api import audit_writer
 from consent_service.config import Settings
 from consent_service.db.audit_models import AuditEntry
 from consent_service.db.models import Consent, ConsentVersion, OutboxEvent
@@ -115,6 +116,7 @@ def _client(through: Database) -> FlaskClient:
 
 def _consistent(database: Database) -> tuple[int, int]:
     """Every consent has all its versions, one event each, one audit entry each."""
+    assert audit_writer.flush(timeout=20), "queued audit entries were not appended"
     with database.reading() as session:
         consents = session.scalar(select(func.count()).select_from(Consent)) or 0
         expected = session.scalar(select(func.coalesce(func.sum(Consent.version), 0)))
