@@ -5,7 +5,8 @@ thread of its own. These tests hold it to its promises on both databases:
 every entry of many concurrent requests lands and the chains verify; a
 database that fails the writer is retried until the batch commits; a full
 queue sends requests back to appending themselves (and to a 503 when that
-fails); a forked child has a writer of its own; interpreter exit flushes.
+fails); a forked child has a writer of its own; interpreter exit flushes,
+in a plain process and in gunicorn workers stopped by SIGTERM.
 Faults are real: a locked SQLite file, a PostgreSQL connection cut by a TCP
 proxy, a locked PostgreSQL table.
 """
@@ -16,6 +17,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -24,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -39,6 +42,7 @@ from consent_service.db.session import Database, make_engine
 from consent_service.services import audit
 from consent_service.timefmt import utcnow
 from tests.conftest import REPO_ROOT, KeyFactory
+from tests.deploy.test_gunicorn import running_server
 from tests.support.broker import Proxy
 
 QUESTION = {
@@ -338,6 +342,28 @@ def test_pending_entries_are_appended_at_interpreter_exit(
     assert [row.action for row in rows] == ["decision"] * 7
     assert {json.loads(row.objects)["patient_id"] for row in rows} == {"pat-exit"}
     assert _verify(database).ok
+
+
+@pytest.mark.slow
+def test_gunicorn_workers_append_their_pending_entries_on_sigterm(tmp_path: Path) -> None:
+    """The real exit path: sync workers leave through ``sys.exit``, so ``atexit`` runs."""
+    database = tmp_path / "consent.db"
+
+    def count() -> int:
+        with sqlite3.connect(database) as connection:
+            found: int = connection.execute("SELECT count(*) FROM audit_entries").fetchone()[0]
+            return found
+
+    with running_server(tmp_path, CONSENT_AUDIT_BATCH_MS="1000") as server:
+        started = time.monotonic()
+        for _ in range(6):
+            assert server.post_json("/v1/decisions", QUESTION)[0] == 200
+        queued = count()
+        if time.monotonic() - started < 0.8:  # well inside the window: nothing appended yet
+            assert queued == 0
+        os.killpg(server.process.pid, signal.SIGTERM)
+        assert server.process.wait(timeout=40) == 0
+    assert count() == 6
 
 
 @pytest.mark.parametrize(("value", "expected"), [(None, 5), ("0", 0), ("20", 20), (" 1000 ", 1000)])
