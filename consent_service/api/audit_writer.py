@@ -33,6 +33,7 @@ its parent's queue: ``api.audit_trail`` makes it a writer of its own.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import threading
@@ -41,7 +42,7 @@ import weakref
 from collections import deque
 from collections.abc import Sequence
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from consent_service.services import audit
 from consent_service.timefmt import utcnow
@@ -129,12 +130,18 @@ class BatchWriter:
         return True
 
     def _run(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            self._write(batch)
-            with self._lock:
-                self._in_flight = 0
-                self._committed += len(batch)
-                self._lock.notify_all()
+        # The thread keeps one connection while it has work: a checkout per
+        # batch would cost a pre-ping round trip on PostgreSQL each time.
+        connection: Connection | None = None
+        try:
+            while (batch := self._next_batch()) is not None:
+                connection = self._write(connection, batch)
+                with self._lock:
+                    self._in_flight = 0
+                    self._committed += len(batch)
+                    self._lock.notify_all()
+        finally:
+            _close(connection)
 
     def _next_batch(self) -> list[audit.Record] | None:
         """The next batch once due; None after ``IDLE_EXIT_S`` without entries: the thread ends."""
@@ -156,15 +163,18 @@ class BatchWriter:
             self._in_flight = count
             return [self._queue.popleft()[1] for _ in range(count)]
 
-    def _write(self, batch: list[audit.Record]) -> None:
-        """Append ``batch``, retrying until it commits; it is never given up."""
+    def _write(self, connection: Connection | None, batch: list[audit.Record]) -> Connection:
+        """Append ``batch``, retrying until it commits (it is never given up); the connection."""
         failures = 0
         pause = RETRY_FIRST_S
         while True:
             try:
-                with self.engine.connect() as connection:
-                    audit.append(connection, batch, now=utcnow())
+                connection = connection or self.engine.connect()
+                audit.append(connection, batch, now=utcnow())
             except Exception as error:  # noqa: BLE001 - whatever failed, the batch is kept
+                # A fresh connection next time (pre-pinged by the pool).
+                _close(connection)
+                connection = None
                 failures += 1
                 # Ids only: the error's text could quote the statement's parameters.
                 log.warning(
@@ -185,7 +195,13 @@ class BatchWriter:
                     failures,
                     len(batch),
                 )
-            return
+            return connection
+
+
+def _close(connection: Connection | None) -> None:
+    if connection is not None:
+        with contextlib.suppress(Exception):
+            connection.close()
 
 
 _registry_lock = threading.Lock()
