@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,8 +11,6 @@ from urllib.parse import urlsplit
 
 import pytest
 from flask.testing import FlaskClient
-
-from consent_service.config import Settings
 
 
 def request_body(**overrides: Any) -> dict[str, Any]:
@@ -32,17 +29,6 @@ def request_body(**overrides: Any) -> dict[str, Any]:
 
 
 Ask = Callable[..., dict[str, Any]]
-
-
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
-    """The API's audit entries appended in the request, not by the batch writer.
-
-    ``test_web_audit.py`` counts the entries one page view adds after the
-    API calls that set the scene; a batched entry of those calls could land
-    after the count started.
-    """
-    return dataclasses.replace(settings, audit_batch_ms=0)
 
 
 @pytest.fixture

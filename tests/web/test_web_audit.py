@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, text, update
 
+from consent_service.api import audit_writer
 from consent_service.cli import main
 from consent_service.db.audit_models import AuditEntry
 from consent_service.db.request_models import ConsentRequest
@@ -43,12 +44,15 @@ def fresh_audit_chains() -> Iterator[None]:
 
 
 def _last_id(database: Database) -> int:
+    """The newest entry's id, once the API's batched entries of the set-up are written."""
+    assert audit_writer.flush(timeout=10)
     with database.reading() as session:
         return session.scalar(select(func.coalesce(func.max(AuditEntry.id), 0))) or 0
 
 
 def _added(database: Database, after: int) -> list[dict[str, Any]]:
     """Entries appended after entry ``after``, as (action, outcome, status, ...) dicts."""
+    assert audit_writer.flush(timeout=10)
     with database.reading() as session:
         rows = session.scalars(
             select(AuditEntry).where(AuditEntry.id > after).order_by(AuditEntry.id)
