@@ -56,7 +56,13 @@ ACTIONS = {
     "decisions.decide_batch": "decision",
     "events.list_events": "events.read",
     "audit.list_audit": "audit.read",
+    "consent_requests.create_consent_request": "consent-request.create",
+    "consent_requests.get_consent_request": "consent-request.read",
 }
+# On these routes a body's ``id`` names a consent request, not a consent.
+CONSENT_REQUEST_ENDPOINTS = frozenset(
+    {"consent_requests.create_consent_request", "consent_requests.get_consent_request"}
+)
 OUTCOMES = {
     401: "unauthorized",
     403: "forbidden",
@@ -217,12 +223,18 @@ def _objects(response: Response) -> dict[str, Any]:
                 objects[name] = _identifier(str(source[name]))
     if request.view_args and "number" in request.view_args:
         objects["version"] = request.view_args["number"]
+    if request.view_args and "request_id" in request.view_args:
+        objects["consent_request_id"] = _identifier(str(request.view_args["request_id"]))
     result: AuthResult | None = g.get("auth_result")
     if result is not None and result.failure:
         objects["key"] = result.failure
     body = response.get_json(silent=True) if response.is_json else None
     if isinstance(body, dict) and response.status_code < 300:
-        if isinstance(body.get("id"), str):
+        if request.endpoint in CONSENT_REQUEST_ENDPOINTS:
+            objects["consent_request_id"] = _identifier(str(body.get("id")))
+            if isinstance(body.get("consent_id"), str):
+                objects["consent_id"] = _identifier(body["consent_id"])
+        elif isinstance(body.get("id"), str):
             objects["consent_id"] = _identifier(body["id"])
         if isinstance(body.get("version"), int):
             objects["version"] = body["version"]

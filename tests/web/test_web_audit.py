@@ -395,3 +395,16 @@ def test_a_page_whose_read_cannot_be_recorded_is_not_shown(
     tampered = _tampered(_token(created["form_url"]))
     assert client.get("/consent/request", query_string={"t": tampered}).status_code == 400
     assert _added(database, before) == []
+
+
+def test_the_api_audits_consent_requests_under_their_own_names_and_ids(
+    database: Database, client: FlaskClient, auth: dict[str, str], ask: Ask
+) -> None:
+    before = _last_id(database)
+    created = ask()
+    client.get(f"/v1/consent-requests/{created['id']}", headers=auth)
+    entries = [(entry["action"], entry["objects"]) for entry in _added(database, before)]
+    assert entries == [
+        ("consent-request.create", {"consent_request_id": created["id"]}),
+        ("consent-request.read", {"consent_request_id": created["id"]}),
+    ]
