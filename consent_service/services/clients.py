@@ -29,7 +29,6 @@ from consent_service.config import DEV_API_KEY_PEPPER
 from consent_service.db.audit_models import ApiKey
 from consent_service.db.models import ApiClient
 from consent_service.services.errors import Conflict, InvalidConsent, NotFound
-from consent_service.timefmt import utcnow
 
 SCOPES = ("consents:read", "consents:write", "decisions:read", "events:read", "admin")
 KEY_MARKER = "csk"
@@ -148,17 +147,6 @@ def revoke_key(session: Session, *, prefix: str, now: datetime) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = now
     return key
-
-
-def authenticate(
-    connection: Connection | Session,
-    *,
-    api_key: str,
-    now: datetime | None = None,
-    peppers: Sequence[str] = DEV_PEPPERS,
-) -> Principal | None:
-    """The principal owning ``api_key``, or None for an unknown, expired or revoked key."""
-    return check_key(connection, api_key=api_key, now=now or utcnow(), peppers=peppers).principal
 
 
 def check_key(

@@ -69,13 +69,6 @@ class Question:
     at: datetime | None = None
 
 
-def decide_one(
-    connection: Connection, *, organization: str, question: Question, now: datetime
-) -> Outcome:
-    """The decision for one question over this organization's consents."""
-    return decide_many(connection, organization=organization, questions=[question], now=now)[0]
-
-
 def decide_many(
     connection: Connection, *, organization: str, questions: Sequence[Question], now: datetime
 ) -> list[Outcome]:

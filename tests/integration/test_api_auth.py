@@ -10,7 +10,7 @@ from werkzeug.test import TestResponse
 
 from consent_service.db.models import ApiClient
 from consent_service.db.session import Database
-from consent_service.services.clients import authenticate, create_client, revoke_client
+from consent_service.services.clients import check_key, create_client, revoke_client
 from consent_service.timefmt import utcnow
 from tests.conftest import KeyFactory
 from tests.integration.api_support import EMPTY, assert_problem, create_consent, row_counts
@@ -125,7 +125,7 @@ def test_keys_are_stored_hashed(database: Database) -> None:
         stored = session.get(ApiClient, api_client.id)
         assert stored is not None
         assert secret not in repr(vars(stored))
-        assert authenticate(session, api_key=key) is not None
+        assert check_key(session, api_key=key, now=utcnow()).principal is not None
 
 
 def test_actor_names_the_calling_client(client: FlaskClient, database: Database) -> None:
