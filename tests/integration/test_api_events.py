@@ -14,6 +14,7 @@ from consent_service.db.session import Database
 from consent_service.services.consents import Actor, grant_consent
 from consent_service.timefmt import utcnow
 from tests.conftest import KeyFactory
+from tests.factories import grant
 from tests.integration.api_support import (
     amend,
     assert_problem,
@@ -155,19 +156,7 @@ def test_rolled_back_transaction_leaves_no_event(
     client: FlaskClient, auth: dict[str, str], database: Database
 ) -> None:
     with pytest.raises(RuntimeError), database.transaction() as session:
-        grant_consent(
-            session,
-            actor=Actor(name="client:x", organization="practice-a"),
-            patient_id="pat-gone",
-            practitioner_id="rpps:1",
-            categories=["billing"],
-            purposes=["referral"],
-            decision="permit",
-            valid_from=None,
-            valid_until=None,
-            collection={"method": "paper"},
-            now=utcnow(),
-        )
+        grant(session, actor="client:x", patient_id="pat-gone")
         raise RuntimeError("abort")
     kept = create_consent(client, auth)
     assert [e["subject"] for e in read_all(client, auth)] == [kept["id"]]

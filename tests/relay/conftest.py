@@ -15,9 +15,10 @@ from sqlalchemy import select
 
 from consent_service.db.models import OutboxEvent
 from consent_service.db.session import Database
-from consent_service.services.consents import Actor, amend_consent, grant_consent, revoke_consent
+from consent_service.services.consents import Actor, amend_consent, revoke_consent
 from consent_service.timefmt import utcnow
 from tests.conftest import REPO_ROOT
+from tests.factories import grant
 from tests.support.broker import BrokerBehindProxy, start_broker
 
 SCHEMAS = {
@@ -42,17 +43,11 @@ class Writes:
     ) -> str:
         now = now or utcnow()
         with self.database.transaction() as session:
-            data = grant_consent(
+            data = grant(
                 session,
-                actor=Actor(name="client:test", organization=organization),
-                patient_id=f"pat-{uuid.uuid4().hex[:10]}",
-                practitioner_id="rpps:10003456789",
-                categories=["dental-chart"],
-                purposes=["care-coordination"],
-                decision="permit",
+                organization=organization,
                 valid_from=now - timedelta(days=1) if valid_until else None,
                 valid_until=valid_until,
-                collection={"method": "paper", "evidence_ref": None, "policy_version": None},
                 now=now,
             )
         consent_id: str = data["id"]

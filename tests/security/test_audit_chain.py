@@ -18,9 +18,9 @@ from consent_service.db.audit_models import AuditCheckpoint, AuditEntry
 from consent_service.db.models import ConsentVersion
 from consent_service.db.session import Database
 from consent_service.services import audit
-from consent_service.services.consents import Actor, grant_consent
 from consent_service.timefmt import utcnow
 from tests.conftest import KeyFactory, consent_body
+from tests.factories import grant
 from tests.security.conftest import audit_rows
 
 DECISION = {
@@ -93,35 +93,11 @@ def test_writes_reads_decisions_and_refusals_are_recorded(
 
 def test_a_write_and_its_audit_entry_commit_together(database: Database) -> None:
     with pytest.raises(RuntimeError), database.transaction() as session:
-        grant_consent(
-            session,
-            actor=Actor("client:x", "practice-a"),
-            patient_id="pat-1",
-            practitioner_id="rpps:1",
-            categories=["billing"],
-            purposes=["referral"],
-            decision="permit",
-            valid_from=None,
-            valid_until=None,
-            collection={"method": "paper"},
-            now=utcnow(),
-        )
+        grant(session, actor="client:x", patient_id="pat-1")
         raise RuntimeError("the request fails after the version was flushed")
     assert audit_rows(database) == []
     with database.transaction() as session:
-        grant_consent(
-            session,
-            actor=Actor("system:test", "practice-a"),
-            patient_id="pat-1",
-            practitioner_id="rpps:1",
-            categories=["billing"],
-            purposes=["referral"],
-            decision="permit",
-            valid_from=None,
-            valid_until=None,
-            collection={"method": "paper"},
-            now=utcnow(),
-        )
+        grant(session, actor="system:test", patient_id="pat-1")
     with database.reading() as session:
         assert session.scalar(select(func.count()).select_from(ConsentVersion)) == 1
     assert [row.action for row in audit_rows(database)] == ["consent.granted"]
