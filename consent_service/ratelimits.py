@@ -35,13 +35,18 @@ from consent_service.db.audit_models import RateLimitCounter
 
 log = logging.getLogger(__name__)
 
-# Route groups follow the scope a route requires.
+# The app extension holding this app's ``RateLimits`` (None when ``off``).
+RATE_LIMITS_EXTENSION = "consent_rate_limits"
+
+# Route groups follow the scope a route requires; the patient form's link
+# checks have no scope and count per client address under ``links``.
 GROUP_OF_SCOPE = {
     "consents:read": "reads",
     "consents:write": "writes",
     "decisions:read": "decisions",
     "events:read": "events",
     "admin": "admin",
+    "links": "links",
 }
 DEFAULT_LIMITS = {
     "reads": "1200/minute",
@@ -49,6 +54,7 @@ DEFAULT_LIMITS = {
     "decisions": "6000/minute",
     "events": "600/minute",
     "admin": "120/minute",
+    "links": "60/minute",
 }
 
 

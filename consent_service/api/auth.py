@@ -17,14 +17,13 @@ from sqlalchemy import Connection
 
 from consent_service.api.context import state
 from consent_service.api.problems import problem
-from consent_service.ratelimits import RateLimits
+from consent_service.ratelimits import RATE_LIMITS_EXTENSION, RateLimits
 from consent_service.services import audit
 from consent_service.services.clients import AuthResult, check_key
 from consent_service.timefmt import utcnow
 
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_KEY_LENGTH = 256
-RATE_LIMITS_EXTENSION = "consent_rate_limits"
 
 
 def requires(scope: str) -> Callable[[F], F]:

@@ -27,19 +27,18 @@ from flask import (
     request,
     url_for,
 )
-from flask.blueprints import BlueprintSetupState
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from consent_service.api.context import state
 from consent_service.db.request_models import ConsentRequest
+from consent_service.ratelimits import RATE_LIMITS_EXTENSION, RateLimits
 from consent_service.services import policies
 from consent_service.services import requests as service
 from consent_service.services.errors import Conflict, NotFound
 from consent_service.timefmt import utcnow
 from consent_service.web import audit_trail, i18n, links
 from consent_service.web.csrf import csrf_is_valid, csrf_token, set_csrf_cookie
-from consent_service.web.ratelimit import AttemptLimiter
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,6 @@ blp = Blueprint(
     template_folder="templates",
     static_folder="static",
 )
-LIMITER = "consent_web_limiter"
 
 # No script at all, styles from this origin only, never framed, forms post
 # only back here.
@@ -81,12 +79,7 @@ class PatientError(Exception):
     # What the audit log records of it (``web.audit_trail``); None: nothing,
     # as for a bad form, a CSRF failure or a rate limit.
     audit_outcome: str | None = None
-
-
-@blp.record_once
-def _install_limiter(setup: BlueprintSetupState) -> None:
-    settings = setup.app.extensions["consent_service"].settings
-    setup.app.extensions[LIMITER] = None if settings.rate_limits == "off" else AttemptLimiter()
+    retry_after: int | None = None
 
 
 @blp.after_request
@@ -263,10 +256,8 @@ def _patient_error(error: PatientError) -> Response:
         back_url=error.back_url,
         values=error.values,
     )
-    if error.status == 429:
-        limiter = _limiter()
-        wait = limiter.retry_after(_client()) if limiter else 60
-        response.headers["Retry-After"] = str(wait)
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
     return response
 
 
@@ -295,20 +286,22 @@ def _keys() -> Sequence[str]:
     return state().settings.secret_keys
 
 
-def _limiter() -> AttemptLimiter | None:
-    limiter: AttemptLimiter | None = current_app.extensions.get(LIMITER)
-    return limiter
-
-
 def _client() -> str:
     return request.remote_addr or "unknown"
 
 
 def _verified(purpose: str, token: str | None) -> str:
-    """The request id of a link, after the per-client attempt limit."""
-    limiter = _limiter()
-    if limiter is not None and not limiter.allow(_client()):
-        raise PatientError("rate", 429)
+    """The request id of a link, after the per-address limit on link checks.
+
+    Signatures cannot be guessed, but every check costs a lookup and an
+    unthrottled endpoint invites scanning: the API's shared counters (seen by
+    every worker and pod) give each address one ``links`` budget.
+    """
+    limits: RateLimits | None = current_app.extensions.get(RATE_LIMITS_EXTENSION)
+    if limits is not None:
+        verdict = limits.hit("links", _client(), "links")
+        if not verdict.allowed:
+            raise PatientError("rate", 429, retry_after=verdict.retry_after)
     try:
         return links.verify(_keys(), purpose, token)
     except links.LinkError as error:

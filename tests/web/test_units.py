@@ -1,4 +1,4 @@
-"""Pure pieces of the web form: catalogues, the attempt limiter, evidence size."""
+"""Pure pieces of the web form: catalogues and evidence size."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 from consent_service.db.request_models import PolicyText
 from consent_service.services.requests import evidence_ref
 from consent_service.web import i18n
-from consent_service.web.ratelimit import AttemptLimiter
 
 TEMPLATES = Path(i18n.__file__).parent / "templates"
 ERROR_KINDS = ("tampered", "expired", "answered", "not_active", "unknown", "csrf", "bad_form",
@@ -40,16 +39,6 @@ def test_dates_in_paris_time_and_plain_words() -> None:
     assert i18n.format_moment("fr", late_evening_utc) == "12 mars 2027 à 0 h 30"
     assert i18n.category_words("en", "radiographs")[0] == "Your X-rays"
     assert i18n.purpose_words("fr", "custom-purpose") == ("custom-purpose", None)
-
-
-def test_attempt_limiter_slides() -> None:
-    now = [0.0]
-    limiter = AttemptLimiter(limit=3, window=10, clock=lambda: now[0])
-    assert [limiter.allow("a") for _ in range(4)] == [True, True, True, False]
-    assert limiter.allow("b")
-    assert limiter.retry_after("a") == 11
-    now[0] = 10.5
-    assert limiter.allow("a")
 
 
 def test_evidence_fits_its_column_at_the_longest() -> None:
