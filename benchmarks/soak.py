@@ -1,6 +1,7 @@
 """A soak: the whole system for minutes under a mixed load while parts of it fail.
 
-    python benchmarks/soak.py --minutes M --postgres-url URL [--bootstrap-servers HOST:PORT] --report PATH
+    python benchmarks/soak.py --minutes M --postgres-url URL \
+        [--bootstrap-servers HOST:PORT] --report PATH
 
 Starts, on a fresh PostgreSQL database, API instances (``consent-service serve``,
 each its own gunicorn on its own port, reaching PostgreSQL through a TCP proxy
@@ -31,13 +32,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from kafka.admin import KafkaAdminClient, NewTopic
+from soak import faults, oracle, report
+from soak.cluster import Processes, start_processes
+from soak.load import Load
+from sqlalchemy.engine import make_url
 
-from soak import faults, oracle, report  # noqa: E402
-from soak.cluster import Processes, start_processes  # noqa: E402
-from soak.load import Load  # noqa: E402
-from tests.support.broker import Proxy, start_broker  # noqa: E402
+from tests.support.broker import Proxy, start_broker
 
 MEMORY_GROWTH_LIMIT_PCT = 25.0
 CALIBRATION_WARMUP_S = 3.0
@@ -77,7 +78,8 @@ def main() -> int:
         )
     )
     _say(
-        f"report: {args.report}; oracle {'holds' if result['passed'] else 'FAILED: ' + '; '.join(result['failures'])}"
+        f"report: {args.report}; oracle "
+        + ("holds" if result["passed"] else "FAILED: " + "; ".join(result["failures"]))
     )
     if not args.keep_database:
         processes.drop_database()
@@ -106,7 +108,8 @@ def _soak(
         maximum = len(answered) / args.calibrate_seconds
         rate = maximum / 2
         _say(
-            f"measured maximum {maximum:.0f} req/s ({len(calibration.samples)} requests); driving {rate:.0f} req/s"
+            f"measured maximum {maximum:.0f} req/s "
+            f"({len(calibration.samples)} requests); driving {rate:.0f} req/s"
         )
     duration = args.minutes * 60
     load = Load(urls, processes.api_key, threads=args.threads, run_id=run_id)
@@ -142,7 +145,8 @@ def _soak(
     stop_memory.set()
     sampler.join()
     _say(
-        f"load stopped after {time.monotonic() - load.started:.0f} s, {len(load.samples)} requests; draining"
+        f"load stopped after {time.monotonic() - load.started:.0f} s, "
+        f"{len(load.samples)} requests; draining"
     )
     try:
         drained_s = round(

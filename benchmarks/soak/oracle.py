@@ -61,7 +61,7 @@ def backlog(database_url: str, before_epoch: float | None = None) -> int:
 def read_topic(
     bootstrap: str, topic: str, *, expected: int, timeout: float = 120, quiet: float = 3.0
 ) -> list[Any]:
-    """Every record of ``topic``: at least ``expected`` of them, then ``quiet`` s with nothing new."""
+    """Every record of ``topic``: at least ``expected``, then ``quiet`` s with nothing new."""
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,

@@ -9,6 +9,7 @@ instance takes its workers with it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -107,10 +108,8 @@ class Managed:
         """SIGKILL the whole process group: the process and its children, no goodbye."""
         if self.process is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait()
 
     def restart(self) -> None:
@@ -180,7 +179,7 @@ class RelayProcess(Managed):
         if not self.alive():
             return False
         try:
-            with urllib.request.urlopen(  # noqa: S310 - our own loopback process
+            with urllib.request.urlopen(
                 f"http://{LOOPBACK}:{self.metrics_port}/metrics", timeout=2
             ) as response:
                 body = response.read().decode()
