@@ -3,8 +3,8 @@
     python benchmarks/scaleout.py --postgres-url URL [--duration 10] [--rounds 2]
     python benchmarks/scaleout.py --quick
 
-Seeds (or reuses) the benchmark's 10k-consent PostgreSQL database
-(``seed.py``), starts N ``consent-service serve`` instances on it (each its
+Seeds (or reuses) its own 10k-consent PostgreSQL database
+(``seed.py``'s data), starts N ``consent-service serve`` instances on it (each its
 own gunicorn with ``--workers`` sync workers, on its own port), and drives
 each instance with its own ``wrk`` at the same time (``load.py``: any
 non-2xx answer fails the run). Rounds alternate the instance counts; the
@@ -27,6 +27,8 @@ from pathlib import Path
 
 import load
 import seed
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from consent_service.db.session import make_engine
 
@@ -42,7 +44,7 @@ SIZE = 10_000
 def main() -> int:
     args = _arguments()
     workdir = Path(tempfile.mkdtemp(prefix="consent-scaleout-"))
-    url = seed.postgres_database_url(args.postgres_url, SIZE)
+    url = _own_database(args.postgres_url, args.database_name)
     seed.prepare(url, SIZE)
     token = seed.make_client(url)
     scripts = {
@@ -69,8 +71,9 @@ def main() -> int:
                         f"{per_second:.0f}/s p99 {p99:.1f} ms (load average {load_average:.1f})",
                         file=sys.stderr,
                     )
-                    # The next step starts at the seeded size again.
-                    seed.reset_writes(engine)
+            # Instances stopped (gracefully: nothing in flight), the next step
+            # starts at the seeded size again.
+            seed.reset_writes(engine)
     engine.dispose()
     table = _table(figures, args)
     print(table)
@@ -81,6 +84,19 @@ def main() -> int:
             )
         )
     return 0
+
+
+def _own_database(base_url: str, name: str) -> str:
+    """This benchmark's database (created when missing): never one another run is loading."""
+    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        exists = connection.scalar(
+            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+        )
+        if not exists:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(base_url).set(database=name).render_as_string(hide_password=False)
 
 
 def _start(stack: ExitStack, url: str, workdir: Path, number: int, workers: int) -> ApiInstance:
@@ -176,6 +192,11 @@ def _arguments() -> argparse.Namespace:
         "--connections", type=int, default=16, help="wrk connections, split over the instances"
     )
     parser.add_argument("--instances", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument(
+        "--database-name",
+        default=f"consent_scaleout_{os.environ.get('PYTEST_XDIST_WORKER', 'run')}",
+        help="its own database on the server (seeded once, kept between runs)",
+    )
     parser.add_argument("--json", help="also write the raw figures here")
     parser.add_argument("--quick", action="store_true", help="one round of 2 s (a smoke test)")
     args = parser.parse_args()
