@@ -36,6 +36,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from soak import faults, oracle, report
 from soak.cluster import Processes, start_processes
 from soak.load import Load
+from soak.processes import wait_until
 from sqlalchemy.engine import make_url
 
 from tests.support.broker import Proxy, start_broker
@@ -150,7 +151,7 @@ def _soak(
     )
     try:
         drained_s = round(
-            faults.wait_until(
+            wait_until(
                 lambda: oracle.backlog(processes.database_url) == 0,
                 180,
                 "outbox drained",

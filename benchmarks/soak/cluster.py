@@ -14,10 +14,10 @@ from soak.processes import (
     ApiInstance,
     RelayProcess,
     SubscriberProcess,
-    _rss_kib,
     create_database,
     drop_database,
     prepare_service,
+    rss_kib_of,
     through_port,
     wait_until,
 )
@@ -41,7 +41,7 @@ class Processes:
 
     @staticmethod
     def rss_of(pid: int) -> int:
-        return _rss_kib(pid)
+        return rss_kib_of(pid)
 
     def stop_all(self) -> None:
         for managed in [*self.apis, *self.relays, *self.subscribers]:

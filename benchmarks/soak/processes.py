@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,10 +142,10 @@ class Managed:
         """Resident memory of the process and its children."""
         if not self.alive():
             return 0
-        return sum(_rss_kib(pid) for pid in [self.pid, *self.children()])
+        return sum(rss_kib_of(pid) for pid in [self.pid, *self.children()])
 
 
-def _rss_kib(pid: int) -> int:
+def rss_kib_of(pid: int) -> int:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
@@ -205,9 +206,10 @@ def http_status(url: str, timeout: float = 2) -> int:
         return 0
 
 
-def wait_until(check: object, timeout: float, what: str, interval: float = 0.1) -> float:
+def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, interval: float = 0.1
+) -> float:
     """Poll ``check()`` until true; the seconds it took. ``TimeoutError`` naming ``what``."""
-    assert callable(check)
     started = time.monotonic()
     while not check():
         if time.monotonic() - started > timeout:
