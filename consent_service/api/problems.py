@@ -114,12 +114,16 @@ def handle_unexpected(error: Exception) -> Response:
     return problem(500, "Internal Server Error", "The error was logged; quote the request id.")
 
 
-def handle_database_error(error: SQLAlchemyError) -> Response:
-    """A database that is down, slow or unreachable: 503 at once, never a 500 with SQL."""
-    unavailable = isinstance(error, (OperationalError, InterfaceError, PoolTimeout)) or (
+def database_unavailable(error: SQLAlchemyError) -> bool:
+    """The database is down, slow or unreachable (not a bug in a statement)."""
+    return isinstance(error, (OperationalError, InterfaceError, PoolTimeout)) or (
         isinstance(error, DBAPIError) and error.connection_invalidated
     )
-    if not unavailable:
+
+
+def handle_database_error(error: SQLAlchemyError) -> Response:
+    """A database that is down, slow or unreachable: 503 at once, never a 500 with SQL."""
+    if not database_unavailable(error):
         return handle_unexpected(error)
     log.warning(
         "database unavailable request_id=%s error=%s", g.get("request_id"), type(error).__name__

@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from consent_service.api.context import state
+from consent_service.api.problems import DATABASE_RETRY_AFTER_S, database_unavailable
 from consent_service.db.request_models import ConsentRequest
 from consent_service.ratelimits import RATE_LIMITS_EXTENSION, RateLimits
 from consent_service.services import policies
@@ -267,6 +268,17 @@ def _http_error(error: HTTPException) -> Response:
     status = error.code or 400
     kind = "unknown" if status == 404 else "server" if status >= 500 else "bad_form"
     return _patient_error(PatientError(kind, status))
+
+
+@blp.errorhandler(SQLAlchemyError)
+def _database_error(error: SQLAlchemyError) -> Response:
+    # A database outage is a 503 page the patient can retry, as on the API; never a 500.
+    if not database_unavailable(error):
+        return _unexpected(error)
+    log.warning(
+        "database unavailable request_id=%s error=%s", g.get("request_id"), type(error).__name__
+    )
+    return _patient_error(PatientError("server", 503, retry_after=DATABASE_RETRY_AFTER_S))
 
 
 @blp.errorhandler(Exception)

@@ -28,6 +28,7 @@ from consent_service.db.models import Consent, ConsentVersion, OutboxEvent
 from consent_service.db.session import Database
 from consent_service.services import audit
 from tests.conftest import TEST_SECRET_KEYS, KeyFactory, consent_body
+from tests.web.conftest import forms, local, request_body
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -209,3 +210,35 @@ def test_a_hung_database_is_a_503_within_the_connect_timeout(
     elapsed = time.monotonic() - started
     assert response.status_code == 503
     assert elapsed < 12, f"took {elapsed:.1f} s"
+
+
+def test_the_web_form_is_a_503_page_during_an_outage_never_a_500(
+    proxied: tuple[Proxy, Database], api_key: KeyFactory
+) -> None:
+    """Found by the soak: the form's catch-all turned a lost database into a 500 page."""
+    proxy, through = proxied
+    client = _client(through)
+    asked = client.post("/v1/consent-requests", json=request_body(), headers=api_key())
+    assert asked.status_code == 201, asked.get_json()
+    page = client.get(local(asked.get_json()["form_url"]))
+    assert page.status_code == 200
+    (form,) = forms(page.get_data(as_text=True))
+
+    proxy.stop()
+    answers = [
+        client.post(form.action, data=form.submission(answer="grant")),
+        client.get(local(asked.get_json()["form_url"])),
+    ]
+    for answer in answers:
+        assert answer.status_code == 503, answer.get_data(as_text=True)[:500]
+        assert answer.mimetype == "text/html"
+        assert answer.headers["Retry-After"]
+
+    proxy.mode = "forward"
+    proxy.start()
+    deadline = time.monotonic() + 20
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "did not recover"
+        time.sleep(0.2)
+    granted = client.post(form.action, data=form.submission(answer="grant"))
+    assert granted.status_code == 200, granted.get_data(as_text=True)[:500]

@@ -1,0 +1,1 @@
+"""The soak test's parts: processes, load, faults, oracle and report (see ``soak.py``)."""
