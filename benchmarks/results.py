@@ -11,7 +11,7 @@ How a benchmark script uses it::
     from benchmarks import results          # or ``import results`` when run as a script
 
     parser = argparse.ArgumentParser()
-    results.add_arguments(parser)           # --quick, --results-dir
+    results.add_arguments(parser)           # --quick, --results-dir (quick=False: no --quick)
     args = parser.parse_args()
     ...
     run = results.Run("relay_throughput", quick=args.quick, settings={"events": 10000})
@@ -142,11 +142,12 @@ class Run:
         return render_table([self.to_json()])
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--quick`` (seconds, for the smoke tests) and ``--results-dir``."""
-    parser.add_argument(
-        "--quick", action="store_true", help="a few seconds: checks the script, not the speed"
-    )
+def add_arguments(parser: argparse.ArgumentParser, *, quick: bool = True) -> None:
+    """``--results-dir``, and ``--quick`` unless the script has its own (``quick=False``)."""
+    if quick:
+        parser.add_argument(
+            "--quick", action="store_true", help="a few seconds: checks the script, not the speed"
+        )
     parser.add_argument(
         "--results-dir",
         type=Path,
