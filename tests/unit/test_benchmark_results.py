@@ -79,3 +79,8 @@ def test_report_writes_between_the_markers_and_check_sees_staleness(tmp_path: Pa
 def test_a_document_without_markers_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="markers"):
         results.replace_between_markers("no markers here", "| table |\n")
+
+
+def test_the_committed_tables_match_the_committed_results() -> None:
+    """A results file added without running ``benchmarks/report.py`` fails here."""
+    assert report.main(["--check"]) == 0
