@@ -9,16 +9,20 @@ Same broker (Tansu, started here on loopback), same payloads, same run:
 - latency: grants committed at a steady rate while the relay loop runs;
   time from each commit to the broker's acknowledgement, p50 / p99.
 
-Rounds alternate raw and relay; the table shows medians. Targets (issue 3):
-relay/raw >= 0.5, commit-to-broker p99 < 100 ms.
+Rounds alternate raw and relay; the ratio is the median of the per-round
+ratios. Targets: relay/raw >= 0.5, commit-to-broker p99 < 100 ms. Runs on
+SQLite, and on PostgreSQL when a server is named (a scratch database is
+created and dropped). Writes a results file (``results.py``).
 
     python benchmarks/relay_throughput.py [--events 10000] [--rounds 3]
-        [--database-url postgresql+psycopg://...]
+        [--backends sqlite,postgresql] [--postgres-url postgresql+psycopg://...]
+        [--quick] [--results-dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -33,8 +37,10 @@ from sqlalchemy import select, update
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import results  # the sibling modules: this script's directory is on sys.path
+import scratch
+
 from consent_service.config import Settings
-from consent_service.db.migrate import upgrade
 from consent_service.db.models import OutboxEvent
 from consent_service.db.session import Database
 from consent_service.outbox.envelope import Envelope
@@ -144,7 +150,12 @@ def latency_round(database: Database, bootstrap: str, rate: int, seconds: float)
     stop = threading.Event()
     loop = threading.Thread(target=relay.run, args=(stop,))
     loop.start()
-    time.sleep(1)  # producer connected, lease held
+    wait_until(lambda: relay.heartbeat.role == "active", timeout=30)
+    # The first record connects the producer: not part of the measurement.
+    with database.transaction() as session:
+        grant(session)
+    wait_until(lambda: bool(acknowledged), timeout=30)
+    acknowledged.clear()
     interval = 1 / rate
     deadline = time.perf_counter() + seconds
     next_at = time.perf_counter()
@@ -154,10 +165,18 @@ def latency_round(database: Database, bootstrap: str, rate: int, seconds: float)
         committed[consent_id] = time.perf_counter()
         next_at += interval
         time.sleep(max(0.0, next_at - time.perf_counter()))
-    time.sleep(2)
+    wait_until(lambda: committed.keys() <= acknowledged.keys(), timeout=30)
     stop.set()
     loop.join()
     return [(acknowledged[c] - t) * 1000 for c, t in committed.items() if c in acknowledged]
+
+
+def wait_until(condition: Any, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the relay did not get there in time")
+        time.sleep(0.01)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -165,48 +184,72 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def main() -> None:
+def measure(url: str, args: argparse.Namespace) -> tuple[list[float], list[float], list[float]]:
+    """Alternated raw and relay rounds, then the latency run, on one database."""
+    database = Database(url)
+    broker = start_broker()
+    try:
+        seed(database, args.events)
+        raw, relayed = [], []
+        for number in range(args.rounds):
+            raw.append(raw_round(database, broker.bootstrap, f"bench.raw.{number}"))
+            relayed.append(relay_round(database, broker.bootstrap, f"bench.relay.{number}"))
+        delays = latency_round(database, broker.bootstrap, args.rate, args.seconds)
+    finally:
+        broker.stop()
+        database.dispose()
+    return raw, relayed, delays
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--events", type=int)
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--backends", type=lambda v: v.split(","))
+    parser.add_argument("--postgres-url", default=scratch.default_postgres_url())
     parser.add_argument("--rate", type=int, default=100, help="grants/s in the latency run")
-    parser.add_argument("--seconds", type=float, default=10.0)
-    args = parser.parse_args()
-
-    with tempfile.TemporaryDirectory() as scratch:
-        url = args.database_url or f"sqlite:///{scratch}/bench.db"
-        upgrade(url)
-        database = Database(url)
-        broker = start_broker()
-        try:
-            seed(database, args.events)
-            raw, relayed = [], []
-            for number in range(args.rounds):
-                raw.append(raw_round(database, broker.bootstrap, f"bench.raw.{number}"))
-                relayed.append(relay_round(database, broker.bootstrap, f"bench.relay.{number}"))
-            delays = latency_round(database, broker.bootstrap, args.rate, args.seconds)
-        finally:
-            broker.stop()
-            database.dispose()
-
-    backend = url.split(":", 1)[0]
-    raw_median, relay_median = statistics.median(raw), statistics.median(relayed)
-    print(f"\nrelay benchmark: {args.events} events, {args.rounds} rounds, {backend}, Tansu\n")
-    print("| what | events/s (median) | rounds | ratio to raw |")
-    print("|---|---|---|---|")
-    raw_rounds = ", ".join(f"{value:,.0f}" for value in raw)
-    print(f"| raw kafka-python producer | {raw_median:,.0f} | {raw_rounds} | 1.00 |")
-    print(
-        f"| relay (outbox -> broker, acks=all, marked) | {relay_median:,.0f} | "
-        f"{', '.join(f'{v:,.0f}' for v in relayed)} | {relay_median / raw_median:.2f} |"
+    parser.add_argument("--seconds", type=float, help="length of the latency run")
+    results.add_arguments(parser)
+    args = parser.parse_args(argv)
+    args.events = args.events or (500 if args.quick else 10_000)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.seconds = args.seconds or (2.0 if args.quick else 10.0)
+    backends = args.backends or (["sqlite", "postgresql"] if args.postgres_url else ["sqlite"])
+    run = results.Run(
+        "relay_throughput",
+        quick=args.quick,
+        settings={key: getattr(args, key) for key in ("events", "rounds", "rate", "seconds")},
     )
-    print(
-        f"\ncommit-to-broker at {args.rate} grants/s for {args.seconds:.0f} s: "
-        f"{len(delays)} events, p50 {percentile(delays, 0.5):.1f} ms, "
-        f"p99 {percentile(delays, 0.99):.1f} ms, max {max(delays):.1f} ms"
-    )
+    for backend in backends:
+        with (
+            tempfile.TemporaryDirectory() as scratch_dir,
+            scratch.database_url(
+                backend, Path(scratch_dir), args.postgres_url, f"consent_bench_relay_{os.getpid()}"
+            ) as url,
+        ):
+            raw, relayed, delays = measure(url, args)
+        # Each ratio is the median of per-round ratios: only side-by-side figures compare.
+        ratio = statistics.median(r / w for r, w in zip(relayed, raw, strict=True))
+        run.add(
+            "relay / raw producer",
+            ratio,
+            target=">= 0.5",
+            database=backend,
+            detail=f"{statistics.median(relayed):,.0f} / {statistics.median(raw):,.0f} events/s",
+        )
+        run.add(
+            "commit to broker p99",
+            percentile(delays, 0.99),
+            unit="ms",
+            target="< 100",
+            database=backend,
+            detail=f"p50 {percentile(delays, 0.5):.1f} ms, {len(delays)} grants at {args.rate}/s",
+        )
+    path = run.save(args.results_dir)
+    print(f"\nrelay benchmark: {args.events} events, {args.rounds} rounds, Tansu; {path}\n")
+    print(run.markdown())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     ForeignKey,
     Index,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -161,6 +163,10 @@ class OutboxEvent(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(String(500))
     held_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # True when the writer checked ``payload`` against its event schema before
+    # staging the row: the relay then sends the bytes without parsing them.
+    # Rows written before the check existed (false) are checked by the relay.
+    validated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class IdempotencyRecord(Base):

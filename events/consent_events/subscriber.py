@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TOPIC = "consent.events"
 # Revocation latency matters: a quiet topic costs up to this per fetch (Kafka default: 500).
-DEFAULT_FETCH_MAX_WAIT_MS = 20
+DEFAULT_FETCH_MAX_WAIT_MS = 10
 
 
 class Subscriber:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consent_service.outbox.envelope import SCHEMA_DIR
+from consent_service.outbox.validation import SCHEMA_DIR
 from tests.conftest import REPO_ROOT
 
 PUBLISHED = REPO_ROOT / "schemas" / "events"

@@ -447,7 +447,8 @@ def test_poison_row_held_its_consent_waits_others_flow(
         session.execute(
             update(OutboxEvent)
             .where(OutboxEvent.consent_id == poisoned, OutboxEvent.consent_version == 1)
-            .values(payload=json.dumps({"id": poisoned, "surprise": True}))
+            # A row the writer did not check (written by hand, or before the check existed).
+            .values(payload=json.dumps({"id": poisoned, "surprise": True}), validated=False)
         )
     gauge = relay_metrics.PoisonCollector(database)
     with running_relay(database, broker, topic):

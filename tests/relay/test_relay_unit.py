@@ -20,6 +20,8 @@ from consent_service.outbox.lease import FileLease, PostgresLease, lease_for
 from consent_service.outbox.publisher import InMemoryPublisher, Message, PublishError
 from consent_service.outbox.relay import Relay, RelayOptions
 from consent_service.outbox.relay_metrics import Heartbeat, serve_metrics
+from consent_service.outbox.validation import InvalidEventData
+from consent_service.outbox.writer import add_event
 from consent_service.services.consents import Actor
 from consent_service.services.requests import create_request
 from consent_service.timefmt import utcnow
@@ -128,7 +130,8 @@ def test_poison_row_is_held_and_blocks_only_its_consent(database: Database, writ
         session.execute(
             update(OutboxEvent)
             .where(OutboxEvent.consent_id == poisoned, OutboxEvent.consent_version == 1)
-            .values(payload='{"id": "not the snapshot"}')
+            # A row the writer did not check: written before the check existed, or by hand.
+            .values(payload='{"id": "not the snapshot"}', validated=False)
         )
     drain(relay)
     drain(relay)
@@ -152,8 +155,32 @@ def test_unserialisable_payload_is_poison(
     writes.grant()
     (row,) = writes.outbox()
     row.payload = payload
+    row.validated = False
     with pytest.raises(PoisonEvent, match=reason):
         Envelope().message(row, TOPIC)
+
+
+def test_rows_are_checked_when_written_and_sent_as_stored(
+    database: Database, writes: Writes
+) -> None:
+    writes.grant()
+    (row,) = writes.outbox()
+    assert row.validated
+    original = Envelope().message(row, TOPIC)
+    # A validated row is not parsed again: its stored bytes go out as they are.
+    row.payload = row.payload.replace('"version":1', '"version": 1')
+    assert Envelope().message(row, TOPIC).value == row.payload.encode()
+    row.validated = False
+    assert Envelope().message(row, TOPIC).value == row.payload.encode() != original.value
+
+
+def test_an_event_failing_its_schema_is_refused_when_written(database: Database) -> None:
+    snapshot = {"id": "c-1", "organization": "practice-a", "version": 1, "change": "granted"}
+    refused = pytest.raises(InvalidEventData, match=r"fails consent.granted.v1 schema at \(root\)")
+    with refused, database.transaction() as session:
+        add_event(session, snapshot=snapshot, now=utcnow())
+    with database.reading() as session:
+        assert session.scalars(select(OutboxEvent)).all() == []
 
 
 def test_message_refused_by_kafka_is_held(database: Database, writes: Writes) -> None:
