@@ -118,7 +118,7 @@ class Reading:
 
 # Elements of a posted Consent and what the service does with each.
 ACCEPTED = {
-    "resourceType", "id", "meta", "text", "extension", "identifier", "status", "scope",
+    "resourceType", "id", "meta", "text", "extension", "status", "scope",
     "category", "patient", "dateTime", "organization", "policy", "policyRule",
     "sourceAttachment", "provision",
 }  # fmt: skip
