@@ -18,8 +18,18 @@ from tests.conftest import consent_body
 from tests.fhir.conftest import assert_valid_r4, fhir_get, fhir_post, outcome_paths
 
 BASE = "http://localhost/fhir/r4"
-AMENDABLE = ("patient_id", "practitioner_id", "categories", "purposes", "decision", "valid_from",
-             "valid_until", "collection", "organization", "status")  # fmt: skip
+AMENDABLE = (
+    "patient_id",
+    "practitioner_id",
+    "categories",
+    "purposes",
+    "decision",
+    "valid_from",
+    "valid_until",
+    "collection",
+    "organization",
+    "status",
+)
 
 
 def posted_consent(**provision: Any) -> dict[str, Any]:
@@ -27,27 +37,43 @@ def posted_consent(**provision: Any) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": "Consent",
         "status": "active",
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                              "code": "patient-privacy"}]},  # fmt: skip
+        "scope": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                    "code": "patient-privacy",
+                }
+            ]
+        },
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
         "patient": {"reference": "Patient/pat-fhir-1"},
-        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-                                   "code": "OPTIN"}]},  # fmt: skip
+        "policyRule": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}
+            ]
+        },
         "provision": {
             "type": "permit",
-            "actor": [{
-                "role": {"coding": [{
-                    "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                    "code": "IRCP",
-                }]},
-                "reference": {"identifier": {"system": RPPS_SYSTEM, "value": "10003456789"}},
-            }],
+            "actor": [
+                {
+                    "role": {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                "code": "IRCP",
+                            }
+                        ]
+                    },
+                    "reference": {"identifier": {"system": RPPS_SYSTEM, "value": "10003456789"}},
+                }
+            ],
             "purpose": [{"system": f"{BASE}/CodeSystem/purpose", "code": "referral"}],
-            "code": [{"coding": [{"system": f"{BASE}/CodeSystem/data-category",
-                                  "code": "radiographs"}]}],  # fmt: skip
+            "code": [
+                {"coding": [{"system": f"{BASE}/CodeSystem/data-category", "code": "radiographs"}]}
+            ],
             **provision,
         },
-    }  # fmt: skip
+    }
     return resource
 
 
@@ -63,8 +89,10 @@ def test_a_posted_consent_is_recorded_like_a_v1_one(
     v1 = client.get(f"/v1/consents/{created['id']}", headers=auth).get_json()
     assert (v1["patient_id"], v1["practitioner_id"]) == ("pat-fhir-1", "rpps:10003456789")
     assert (v1["categories"], v1["purposes"], v1["decision"]) == (
-        ["radiographs"], ["referral"], "permit"
-    )  # fmt: skip
+        ["radiographs"],
+        ["referral"],
+        "permit",
+    )
     assert v1["collection"] == {
         "method": "partner-api",
         "evidence_ref": None,
@@ -95,9 +123,14 @@ def test_what_the_service_cannot_hold_is_refused_not_dropped(
     cases: list[tuple[dict[str, Any], str]] = []
     nested = posted_consent(provision=[{"type": "deny"}])
     cases.append((nested, "Consent.provision.provision"))
-    cases.append((posted_consent(data=[{"meaning": "instance",
-                                        "reference": {"reference": "Observation/1"}}]),
-                  "Consent.provision.data"))  # fmt: skip
+    cases.append(
+        (
+            posted_consent(
+                data=[{"meaning": "instance", "reference": {"reference": "Observation/1"}}]
+            ),
+            "Consent.provision.data",
+        )
+    )
     performer = posted_consent()
     performer["performer"] = [{"reference": "Patient/pat-fhir-1"}]
     cases.append((performer, "Consent.performer"))
@@ -197,8 +230,11 @@ def test_reads_through_fhir_are_audited_like_v1_reads(
 
 def _strip_server_fields(resource: dict[str, Any]) -> dict[str, Any]:
     """What a client re-posting a consent read from the server would send."""
-    posted = {key: value for key, value in resource.items()
-              if key not in ("id", "meta", "identifier", "dateTime")}  # fmt: skip
+    posted = {
+        key: value
+        for key, value in resource.items()
+        if key not in ("id", "meta", "identifier", "dateTime")
+    }
     posted["extension"] = [
         ext for ext in posted["extension"] if not ext["url"].endswith("/consent-status")
     ]
@@ -221,19 +257,31 @@ identifiers = st.from_regex(r"[A-Za-z][A-Za-z0-9._:@/+-]{0,40}", fullmatch=True)
     policy=st.one_of(st.none(), st.sampled_from(["2026-01", "v2"])),
 )
 def test_round_trip_v1_to_fhir_to_v1(
-    client: FlaskClient, auth: dict[str, str], patient: str, practitioner: str,
-    categories: list[str], purposes: list[str], decision: str, until: str | None, method: str,
-    evidence: str | None, policy: str | None,
-) -> None:  # fmt: skip
+    client: FlaskClient,
+    auth: dict[str, str],
+    patient: str,
+    practitioner: str,
+    categories: list[str],
+    purposes: list[str],
+    decision: str,
+    until: str | None,
+    method: str,
+    evidence: str | None,
+    policy: str | None,
+) -> None:
     original = client.post(
         "/v1/consents",
         json=consent_body(
-            patient_id=patient, practitioner_id=practitioner, categories=categories,
-            purposes=purposes, decision=decision, valid_until=until,
+            patient_id=patient,
+            practitioner_id=practitioner,
+            categories=categories,
+            purposes=purposes,
+            decision=decision,
+            valid_until=until,
             collection={"method": method, "evidence_ref": evidence, "policy_version": policy},
         ),
         headers=auth,
-    )  # fmt: skip
+    )
     if original.status_code == 422:  # e.g. an id shaped like a social security number
         return
     assert original.status_code == 201, original.data

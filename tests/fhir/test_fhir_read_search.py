@@ -28,8 +28,12 @@ def test_metadata_is_a_valid_capability_statement_without_a_key(client: FlaskCli
     assert statement["fhirVersion"] == "4.0.1"
     consent = statement["rest"][0]["resource"][0]
     assert {i["code"] for i in consent["interaction"]} == {
-        "read", "vread", "history-instance", "search-type", "create"
-    }  # fmt: skip
+        "read",
+        "vread",
+        "history-instance",
+        "search-type",
+        "create",
+    }
     assert "/v1/consents/{id}/revoke" in statement["rest"][0]["documentation"]
 
 
@@ -50,9 +54,12 @@ def test_a_v1_consent_reads_as_fhir_with_every_field_mapped(
     client: FlaskClient, auth: dict[str, str]
 ) -> None:
     created = _create(
-        client, auth, patient_id="pat-77", valid_until="2030-01-01T00:00:00Z",
+        client,
+        auth,
+        patient_id="pat-77",
+        valid_until="2030-01-01T00:00:00Z",
         purposes=["care-coordination", "referral"],
-    )  # fmt: skip
+    )
     response = fhir_get(client, f"/Consent/{created['id']}", auth)
     assert response.status_code == 200
     assert response.headers["ETag"] == 'W/"1"'
@@ -72,12 +79,16 @@ def test_a_v1_consent_reads_as_fhir_with_every_field_mapped(
         "end": "2030-01-01T00:00:00.000000Z",
     }
     assert provision["actor"][0]["reference"]["identifier"] == {
-        "system": RPPS_SYSTEM, "value": "10003456789"
-    }  # fmt: skip
+        "system": RPPS_SYSTEM,
+        "value": "10003456789",
+    }
     own = [c["code"] for c in provision["purpose"] if c["system"].endswith("CodeSystem/purpose")]
     assert own == ["care-coordination", "referral"]
-    assert {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT",
-            "display": "treatment"} in provision["purpose"]  # fmt: skip
+    assert {
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+        "code": "TREAT",
+        "display": "treatment",
+    } in provision["purpose"]
     assert [c["coding"][0]["code"] for c in provision["code"]] == ["dental-chart", "radiographs"]
     assert resource["policy"] == [{"uri": resource["policy"][0]["uri"]}]
     assert resource["policy"][0]["uri"].endswith("/policy/2026-01")
@@ -100,9 +111,10 @@ def test_ids_that_are_not_fhir_ids_travel_as_identifiers(
 def test_versions_history_and_revocation(client: FlaskClient, auth: dict[str, str]) -> None:
     created = _create(client, auth)
     amended = client.patch(
-        f"/v1/consents/{created['id']}", json={"categories": ["radiographs"]},
+        f"/v1/consents/{created['id']}",
+        json={"categories": ["radiographs"]},
         headers={**auth, "If-Match": '"1"'},
-    )  # fmt: skip
+    )
     assert amended.status_code == 200
     revoked = client.post(
         f"/v1/consents/{created['id']}/revoke", json={"reason": "withdrawn"}, headers=auth
@@ -157,10 +169,17 @@ def test_bad_search_parameters_are_refused_with_an_operation_outcome(
     client: FlaskClient, auth: dict[str, str]
 ) -> None:
     for query in (
-        "name=x", "_count=0", "_count=101", "_count=abc", "status=revoked",
-        "_lastUpdated=yesterday", "_lastUpdated=ge2026-01-01T00:00:00", "patient=Jean%20Dupont",
-        "actor=http://example.org|1", "_page=not-a-page",
-    ):  # fmt: skip
+        "name=x",
+        "_count=0",
+        "_count=101",
+        "_count=abc",
+        "status=revoked",
+        "_lastUpdated=yesterday",
+        "_lastUpdated=ge2026-01-01T00:00:00",
+        "patient=Jean%20Dupont",
+        "actor=http://example.org|1",
+        "_page=not-a-page",
+    ):
         response = fhir_get(client, f"/Consent?{query}", auth)
         assert response.status_code == 400, query
         outcome_paths(response)
@@ -178,8 +197,9 @@ def test_export_matches_the_v1_export(client: FlaskClient, auth: dict[str, str])
     assert exported["type"] == "collection"
     v1_versions = sorted(
         (consent["id"], version["version"])
-        for consent in v1["consents"] for version in consent["versions"]
-    )  # fmt: skip
+        for consent in v1["consents"]
+        for version in consent["versions"]
+    )
     fhir_versions = sorted(
         (e["resource"]["id"], int(e["resource"]["meta"]["versionId"])) for e in exported["entry"]
     )
