@@ -26,6 +26,7 @@ from consent_service.api.problems import (
 from consent_service.api.security import register_security
 from consent_service.config import Settings
 from consent_service.db.session import Database
+from consent_service.fhir import register_fhir
 from consent_service.services.errors import DomainError
 from consent_service.web import views as web_views
 
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     register_metrics(app)
     api = register_blueprints(app)
     register_errorhandlers(app, api)
+    register_fhir(app)
     register_security(app, settings, app.extensions["consent_service"].database)
     return app
 

@@ -58,7 +58,14 @@ ACTIONS = {
     "audit.list_audit": "audit.read",
     "consent_requests.create_consent_request": "consent-request.create",
     "consent_requests.get_consent_request": "consent-request.read",
+    "fhir.read_consent": "consent.read",
+    "fhir.vread_consent": "consent.version",
+    "fhir.consent_history": "consent.versions",
+    "fhir.search_consents": "consent.list",
+    "fhir.create_consent": "consent.create",
+    "fhir.export_patient": "patient.export",
 }
+AUDITED_PREFIXES = ("/v1/", "/fhir/r4/")
 # On these routes a body's ``id`` names a consent request, not a consent.
 CONSENT_REQUEST_ENDPOINTS = frozenset(
     {"consent_requests.create_consent_request", "consent_requests.get_consent_request"}
@@ -85,7 +92,7 @@ def begin_request() -> None:
 
 def record_request(response: Response) -> Response:
     """Append this request's audit entries; 503 if a read cannot be accounted for."""
-    if request.endpoint is None or not request.path.startswith("/v1/"):
+    if request.endpoint is None or not request.path.startswith(AUDITED_PREFIXES):
         return response
     if response.status_code in NOT_AUDITED or response.status_code >= 500:
         return response

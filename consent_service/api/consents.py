@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
-from datetime import datetime
 from typing import Any
 
 from flask import Response, request
@@ -30,6 +26,7 @@ from consent_service.api.schemas import (
 )
 from consent_service.api.writes import Answer, json_response, write
 from consent_service.services import consents as service
+from consent_service.services.cursors import decode_cursor, encode_cursor
 from consent_service.timefmt import format_instant, utcnow
 
 blp = ConsentBlueprint("consents", __name__, url_prefix="/v1", description="Patient consents")
@@ -77,7 +74,7 @@ def create_consent(body: dict[str, Any]) -> Response:
 @blp.response(200, ConsentPageSchema)
 def list_consents(args: dict[str, Any]) -> Response:
     """List consents (current versions), oldest first, by cursor."""
-    after = _decode_cursor(args["cursor"]) if "cursor" in args else None
+    after = decode_cursor(args["cursor"]) if "cursor" in args else None
     if after is False or after is True:
         return problem(
             422,
@@ -97,7 +94,7 @@ def list_consents(args: dict[str, Any]) -> Response:
             limit=args["limit"],
             after=after,
         )
-    return json_response({"items": page, "next_cursor": _encode_cursor(resume)})
+    return json_response({"items": page, "next_cursor": encode_cursor(resume)})
 
 
 @blp.route("/consents/<uuid(strict=False):consent_id>", methods=["GET"])
@@ -282,23 +279,3 @@ def _invalid_path_identifier(name: str, value: str) -> Response | None:
             ],
         )
     return None
-
-
-def _encode_cursor(resume: tuple[datetime, str] | None) -> str | None:
-    if resume is None:
-        return None
-    raw = json.dumps([format_instant(resume[0]), resume[1]]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str] | bool:
-    """The resume key of a cursor, or False for anything this API did not issue."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, consent_id = json.loads(raw)
-        instant = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
-        if instant.tzinfo is None or not isinstance(consent_id, str):
-            return False
-        return instant, str(uuid.UUID(consent_id))
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        return False

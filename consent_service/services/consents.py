@@ -9,6 +9,7 @@ transaction.
 
 from __future__ import annotations
 
+import operator
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,13 @@ AMENDABLE_FIELDS = frozenset(
     {"categories", "purposes", "decision", "valid_from", "valid_until", "collection"}
 )
 COLLECTION_FIELDS = ("method", "evidence_ref", "policy_version")
+UPDATED_COMPARISONS = {
+    "lt": operator.lt,
+    "le": operator.le,
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "eq": operator.eq,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,11 +281,17 @@ def list_consents(
     organization: str,
     patient_id: str | None = None,
     practitioner_id: str | None = None,
-    status: str | None = None,
+    status: str | Sequence[str] | None = None,
+    updated: Sequence[tuple[str, datetime]] = (),
     limit: int,
     after: tuple[datetime, str] | None = None,
 ) -> tuple[list[dict[str, Any]], tuple[datetime, str] | None]:
-    """A page of current versions, oldest first, and the key to resume after it."""
+    """A page of current versions, oldest first, and the key to resume after it.
+
+    ``status`` is one status or several; ``updated`` bounds the instant the
+    current version was recorded, as (operator, instant) pairs, operators
+    ``lt le gt ge eq``.
+    """
     query = (
         select(ConsentVersion)
         .join(
@@ -292,8 +306,12 @@ def list_consents(
         query = query.where(Consent.patient_id == patient_id)
     if practitioner_id is not None:
         query = query.where(Consent.practitioner_id == practitioner_id)
-    if status is not None:
+    if isinstance(status, str):
         query = query.where(Consent.status == status)
+    elif status is not None:
+        query = query.where(Consent.status.in_(status))
+    for comparison, instant in updated:
+        query = query.where(UPDATED_COMPARISONS[comparison](Consent.updated_at, instant))
     if after is not None:
         created_at, consent_id = after
         query = query.where(
