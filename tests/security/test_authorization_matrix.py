@@ -359,9 +359,13 @@ def test_rotation_keeps_two_live_keys_then_the_old_one_stops(
     assert client.get("/v1/consents", headers=new_headers).status_code == 200
 
 
-def test_a_revoked_key_stops_on_the_very_next_request(
-    client: FlaskClient, database: Database, auth: dict[str, str]
+def test_a_revoked_key_stops_on_the_very_next_request_without_the_key_cache(
+    settings: Any, database: Database, auth: dict[str, str]
 ) -> None:
+    from consent_service import create_app
+
+    uncached = type(settings)(**{**settings.__dict__, "api_key_cache_ms": 0})
+    client = create_app(uncached, database=database).test_client()
     assert client.get("/v1/consents", headers=auth).status_code == 200
     prefix = auth["Authorization"].split("_")[1]
     from consent_service.services.clients import revoke_key
