@@ -65,6 +65,7 @@ class Settings:
     kafka_ssl_cafile: str | None = None
     relay_metrics_port: int = 9102
     audit_batch_ms: int = 5
+    api_key_cache_ms: int = 1000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -122,6 +123,9 @@ class Settings:
             audit_batch_ms=_audit_batch_ms(
                 env.get("CONSENT_AUDIT_BATCH_MS", str(cls.audit_batch_ms))
             ),
+            api_key_cache_ms=_api_key_cache_ms(
+                env.get("CONSENT_API_KEY_CACHE_MS", str(cls.api_key_cache_ms))
+            ),
             **_kafka_client_settings(env),
         )
 
@@ -171,6 +175,23 @@ def _audit_batch_ms(raw: str) -> int:
         raise ConfigError(
             f"CONSENT_AUDIT_BATCH_MS: milliseconds from 0 (append in the request) "
             f"to {MAX_AUDIT_BATCH_MS}, got {raw!r}"
+        )
+    return value
+
+
+MAX_API_KEY_CACHE_MS = 1000
+
+
+def _api_key_cache_ms(raw: str) -> int:
+    """How long a worker trusts a key it verified; 0: every request asks the database."""
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_API_KEY_CACHE_MS:
+        raise ConfigError(
+            f"CONSENT_API_KEY_CACHE_MS: milliseconds from 0 (check every request) "
+            f"to {MAX_API_KEY_CACHE_MS}, got {raw!r}"
         )
     return value
 

@@ -1,29 +1,33 @@
 """Bearer API keys, scopes and per-client rate limits for the partner API.
 
-Every request checks its key against the database (revoking a key stops it
-on the next request), then its scope, then its client's budget on this
-route. Each refusal is remembered in ``g`` for the audit trail.
+Every request checks its key, against the worker's cache of keys verified
+less than ``CONSENT_API_KEY_CACHE_MS`` ago or else against the database
+(``services.key_cache``: a revocation takes effect everywhere within that
+time), then its scope, then its client's budget on this route. Each refusal
+is remembered in ``g`` for the audit trail.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import replace
 from functools import wraps
 from typing import Any, TypeVar
 
 from flask import current_app, g, request
-from sqlalchemy import Connection
 
-from consent_service.api.context import state
+from consent_service.api.context import read_connection, state
 from consent_service.api.problems import problem
 from consent_service.ratelimits import RATE_LIMITS_EXTENSION, RateLimits
 from consent_service.services import audit
 from consent_service.services.clients import AuthResult, check_key
+from consent_service.services.key_cache import VerifiedKeys
 from consent_service.timefmt import utcnow
 
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_KEY_LENGTH = 256
+KEY_CACHE_EXTENSION = "consent_service.verified_keys"
 
 
 def requires(scope: str) -> Callable[[F], F]:
@@ -38,32 +42,28 @@ def requires(scope: str) -> Callable[[F], F]:
             if scheme.lower() != "bearer" or not token or len(token) > MAX_KEY_LENGTH:
                 g.auth_result = AuthResult(None, "missing")
                 return _unauthorized("Send `Authorization: Bearer <api key>`.")
-            # The view may read on the same connection (``context.read_connection``):
-            # a decision then costs one pool checkout (and on PostgreSQL one
-            # pre-ping round trip), not two.
-            with state().database.read_only() as connection:
-                refusal = _authorize(connection, token, scope)
-                if refusal is not None:
-                    return refusal
-                g.read_connection = connection
+            # The key check and the view share one read-only connection,
+            # opened on first use (``context.read_connection``) and closed
+            # here, whatever the view raised.
+            with ExitStack() as read_scope:
+                g.read_scope = read_scope
                 try:
+                    refusal = _authorize(token, scope)
+                    if refusal is not None:
+                        return refusal
                     return view(*args, **kwargs)
                 finally:
-                    del g.read_connection
+                    g.pop("read_connection", None)
+                    del g.read_scope
 
         return guarded  # type: ignore[return-value]
 
     return decorate
 
 
-def _authorize(connection: Connection, token: str, scope: str) -> Any:
+def _authorize(token: str, scope: str) -> Any:
     """None when the key is valid, carries ``scope`` and has budget left; else the refusal."""
-    result = check_key(
-        connection,
-        api_key=token,
-        now=utcnow(),
-        peppers=state().settings.api_key_peppers,
-    )
+    result = _check(token)
     g.auth_result = result
     caller = result.principal
     if caller is None:
@@ -79,6 +79,31 @@ def _authorize(connection: Connection, token: str, scope: str) -> Any:
     if limited is not None:
         return limited
     return None
+
+
+def _check(token: str) -> AuthResult:
+    """The key's principal from the worker's cache, else from the database (then cached)."""
+    now = utcnow()
+    keys = verified_keys()
+    cached = keys.principal(token, now)
+    if cached is not None:
+        return AuthResult(cached)
+    checked_at = keys.clock()
+    result = check_key(
+        read_connection(), api_key=token, now=now, peppers=state().settings.api_key_peppers
+    )
+    if result.principal is not None:
+        keys.remember(token, result.principal, expires_at=result.expires_at, checked_at=checked_at)
+    return result
+
+
+def verified_keys() -> VerifiedKeys:
+    """This app's cache of verified keys in this process (made on first use)."""
+    found: VerifiedKeys | None = current_app.extensions.get(KEY_CACHE_EXTENSION)
+    if found is None:
+        found = VerifiedKeys(state().settings.api_key_cache_ms)
+        current_app.extensions[KEY_CACHE_EXTENSION] = found
+    return found
 
 
 def _over_limit(scope: str, client_id: str) -> Any:

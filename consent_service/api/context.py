@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 from flask import current_app, g
@@ -31,13 +32,18 @@ def principal() -> Principal:
 
 
 def read_connection() -> Connection:
-    """The read-only connection the auth check opened; open while the view runs.
+    """The request's read-only connection, opened on first use, closed by the auth check.
 
-    A check that only reads (a decision) reads here instead of checking out
-    a connection of its own; on SQLite it also sees the same snapshot as the
-    key check.
+    The key check (when the key is not in the worker's cache) and a check
+    that only reads (a decision) share it: one pool checkout per request, and
+    on SQLite one snapshot. A request that needs no read (a write whose key
+    was cached) checks out nothing here.
     """
-    found: Connection = g.read_connection
+    found: Connection | None = g.get("read_connection")
+    if found is None:
+        scope: ExitStack = g.read_scope
+        found = scope.enter_context(state().database.read_only())
+        g.read_connection = found
     return found
 
 

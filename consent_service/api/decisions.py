@@ -8,8 +8,9 @@ from flask import Response
 
 from consent_service import metrics
 from consent_service.api.auth import requires
-from consent_service.api.context import principal, read_connection
-from consent_service.api.parsing import ConsentBlueprint
+from consent_service.api.context import principal, read_connection, state
+from consent_service.api.decision_input import plain_batch, plain_question
+from consent_service.api.parsing import ConsentBlueprint, arguments_with_plain_path
 from consent_service.api.schemas import (
     DecisionBatchResultSchema,
     DecisionBatchSchema,
@@ -44,9 +45,17 @@ def _decide(checks: list[dict[str, Any]]) -> list[Outcome]:
     )
 
 
+def _plain_question(raw: Any) -> dict[str, Any] | None:
+    return plain_question(raw, state().settings)
+
+
+def _plain_batch(raw: Any) -> dict[str, Any] | None:
+    return plain_batch(raw, state().settings)
+
+
 @blp.route("/decisions", methods=["POST"])
 @requires("decisions:read")
-@blp.arguments(DecisionQuestionSchema)
+@arguments_with_plain_path(blp, DecisionQuestionSchema, _plain_question)
 @blp.response(200, DecisionSchema)
 def decide(body: dict[str, Any]) -> Response:
     """Decide one question; the answer names the consent and version that decided."""
@@ -55,7 +64,7 @@ def decide(body: dict[str, Any]) -> Response:
 
 @blp.route("/decisions:batch", methods=["POST"])
 @requires("decisions:read")
-@blp.arguments(DecisionBatchSchema)
+@arguments_with_plain_path(blp, DecisionBatchSchema, _plain_batch)
 @blp.response(200, DecisionBatchResultSchema)
 def decide_batch(body: dict[str, Any]) -> Response:
     """Decide up to 500 questions; one answer each, in order."""

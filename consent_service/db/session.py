@@ -8,16 +8,21 @@ writers queue instead of failing half-way with "database is locked".
 
 from __future__ import annotations
 
+import select
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 POSTGRES_CONNECT_TIMEOUT_S = 5
 POSTGRES_STATEMENT_TIMEOUT_MS = 10_000
+# An idle connection older than this is pinged on checkout (a round trip);
+# a younger one only has its socket looked at (no round trip).
+POSTGRES_PING_AFTER_IDLE_S = 30.0
 
 
 def make_engine(url: str, **overrides: Any) -> Engine:
@@ -31,15 +36,59 @@ def make_engine(url: str, **overrides: Any) -> Engine:
         _tune_sqlite(engine)
         return engine
     options = f"-c statement_timeout={POSTGRES_STATEMENT_TIMEOUT_MS}"
-    return create_engine(
+    engine = create_engine(
         url,
-        pool_pre_ping=True,
         pool_size=5,
         max_overflow=5,
         pool_timeout=5,
         connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S, "options": options},
         **overrides,
     )
+    if not overrides.get("pool_pre_ping"):
+        _check_postgres_on_checkout(engine)
+    return engine
+
+
+def _check_postgres_on_checkout(engine: Engine) -> None:
+    """Hand out live connections without a round trip per checkout.
+
+    ``pool_pre_ping`` cost every request a ``SELECT 1`` round trip. A server
+    that restarted, or a connection it terminated, leaves the client socket
+    readable (the termination notice, then EOF) while the connection sits
+    idle in the pool: a zero-timeout ``select`` sees that without asking the
+    server. Only a connection idle for ``POSTGRES_PING_AFTER_IDLE_S`` (where
+    a silent drop by a firewall becomes likely) is pinged for real. A dead
+    connection raises ``DisconnectionError``, and the pool replaces it with
+    a new one before the request sees it. A connection that dies in use
+    fails its request (503), and SQLAlchemy then renews the whole pool.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def remember_idle_since(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def refuse_dead(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        connection = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+        idle_since = record.info.get("idle_since")
+        if idle_since is None:
+            return  # just connected
+        if connection.closed or connection.broken or _readable(connection.fileno()):
+            raise exc.DisconnectionError("the server closed the connection while it was idle")
+        if time.monotonic() - idle_since >= POSTGRES_PING_AFTER_IDLE_S:
+            try:
+                engine.dialect.do_ping(dbapi_connection)
+            except Exception as error:  # any failure: a new connection
+                raise exc.DisconnectionError(str(error)) from error
+
+
+def _readable(fileno: int) -> bool:
+    """True when an idle connection's socket has data or EOF waiting: the server left."""
+    try:
+        readable, _, _ = select.select([fileno], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def _tune_sqlite(engine: Engine) -> None:

@@ -8,8 +8,10 @@ anyone test guesses offline.
 
 A client holds at most two live keys, so that a partner can roll a new key
 out before the old one stops (``rotate_key`` gives the old key a grace
-period). Revoking a key or a client takes effect on the next request: keys
-are checked against the database on every request, never cached.
+period). Revoking a key or a client takes effect within
+``CONSENT_API_KEY_CACHE_MS`` (at most one second; ``services.key_cache``):
+a worker trusts a key it found valid for that long, then asks the database
+again. Refused keys are checked against the database on every request.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ class AuthResult:
     failure: str | None = None
     client_id: str | None = None
     organization: str | None = None
+    # A valid key's own end (a rotation's grace period), for ``key_cache``.
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +177,8 @@ def check_key(
         return AuthResult(None, "revoked", **known)
     if row.expires_at is not None and row.expires_at <= now:
         return AuthResult(None, "expired", **known)
-    return AuthResult(Principal(row.client_id, row.organization, frozenset(row.scopes)))
+    caller = Principal(row.client_id, row.organization, frozenset(row.scopes))
+    return AuthResult(caller, expires_at=row.expires_at)
 
 
 def list_clients(session: Session) -> list[ApiClient]:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 import uuid
 
 import pytest
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from consent_service import create_app
+from consent_service.config import Settings
 from consent_service.db.models import ApiClient
 from consent_service.db.session import Database
 from consent_service.services.clients import check_key, create_client, revoke_client
@@ -103,16 +107,42 @@ def test_scheme_is_case_insensitive(client: FlaskClient, api_key: KeyFactory) ->
     )
 
 
-def test_revoked_key_stops_at_once(client: FlaskClient, database: Database) -> None:
+def test_revoked_key_stops_within_the_key_cache_time(
+    client: FlaskClient, database: Database, settings: Settings
+) -> None:
     with database.transaction() as session:
         api_client, key = create_client(
             session, organization="practice-a", scopes=["consents:read"], name="t", now=utcnow()
         )
     headers = {"Authorization": f"Bearer {key}"}
-    assert client.get("/v1/consents", headers=headers).status_code == 200
+    assert client.get("/v1/consents", headers=headers).status_code == 200  # now cached
     with database.transaction() as session:
         revoke_client(session, client_id=api_client.id, now=utcnow())
-    assert_problem(client.get("/v1/consents", headers=headers), 401)
+    revoked_at = time.monotonic()
+    # Every request that starts later than the cache time after the revocation is refused.
+    while True:
+        started = time.monotonic()
+        response = client.get("/v1/consents", headers=headers)
+        if response.status_code == 401:
+            break
+        assert response.status_code == 200
+        assert started < revoked_at + settings.api_key_cache_ms / 1000
+    assert_problem(response, 401)
+
+
+def test_revoked_key_stops_at_once_without_the_key_cache(
+    settings: Settings, database: Database
+) -> None:
+    client = create_app(dataclasses.replace(settings, api_key_cache_ms=0), database=database)
+    with database.transaction() as session:
+        api_client, key = create_client(
+            session, organization="practice-a", scopes=["consents:read"], name="t", now=utcnow()
+        )
+    headers = {"Authorization": f"Bearer {key}"}
+    assert client.test_client().get("/v1/consents", headers=headers).status_code == 200
+    with database.transaction() as session:
+        revoke_client(session, client_id=api_client.id, now=utcnow())
+    assert_problem(client.test_client().get("/v1/consents", headers=headers), 401)
 
 
 def test_keys_are_stored_hashed(database: Database) -> None:

@@ -155,7 +155,12 @@ def test_outage_answers_503_quickly_writes_nothing_half_and_recovers(
     with ThreadPoolExecutor(max_workers=3) as pool:
         for _ in range(3):
             pool.submit(write_until_stopped)
-        time.sleep(1.0)
+        # Writes are under way (on a loaded machine, building three apps
+        # alone can take longer than any fixed pause).
+        deadline = time.monotonic() + 30
+        while created[201] < 3:
+            assert time.monotonic() < deadline, f"no writes before the outage: {created}"
+            time.sleep(0.05)
         proxy.stop()  # PostgreSQL "crashes" mid-run, in the middle of transactions
         time.sleep(1.0)
         stop.set()
