@@ -9,6 +9,7 @@ from flask import Flask, Response, g, request
 from flask_smorest import Api
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from consent_service.api import audit, consents, decisions, events, health
 from consent_service.api import requests as consent_requests
@@ -23,6 +24,7 @@ from consent_service.api.problems import (
     handle_unexpected,
     problem,
 )
+from consent_service.api.schemas import IDENTIFIER
 from consent_service.api.security import register_security
 from consent_service.config import DEVELOPMENT_KEYS_WARNED, Settings
 from consent_service.db.session import Database
@@ -69,6 +71,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 def register_blueprints(app: Flask) -> Api:
     api = ConsentApi(app, spec_kwargs={"info": {"description": API_DESCRIPTION}})
     document_vocabularies(api, app.extensions["consent_service"].settings)
+    # The API's ``path`` segments are patient and practitioner ids, '/' included.
+    api.register_converter(
+        PathConverter, lambda _converter: {"type": "string", "pattern": IDENTIFIER.pattern}
+    )
     api.spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer", "description": "API key"}
     )
