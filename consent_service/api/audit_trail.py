@@ -17,6 +17,7 @@ for.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import threading
@@ -120,7 +121,7 @@ def _count_refused_key(service: ServiceState, result: AuthResult) -> None:
             log.exception("audit append of %d refused-key entries failed", len(records))
 
     source = refusals.Source(
-        address=_identifier(request.remote_addr or "unknown"),
+        address=_address(request.remote_addr),
         reason=str(result.failure),
         client_id=result.client_id,
         organization=result.organization,
@@ -286,6 +287,14 @@ def _decisions(response: Response) -> list[tuple[str, dict[str, Any]]]:
             objects["at"] = _identifier(str(question["at"]))
         entries.append((str(answer.get("decision", "deny")), objects))
     return entries
+
+
+def _address(value: str | None) -> str:
+    """The client's IP address, normalised; anything else is not stored."""
+    try:
+        return str(ipaddress.ip_address(value or ""))
+    except ValueError:
+        return "<invalid>"
 
 
 def _identifier(value: str) -> str:

@@ -29,14 +29,17 @@ QUESTION = {
 }
 
 
-def _client(settings: Settings, database: Database, limits: str) -> tuple[FlaskClient, str]:
+def _client(
+    settings: Settings, database: Database, limits: str, address: str | None = None
+) -> tuple[FlaskClient, str]:
     """A client of an app with ``limits``, calling from an address of its own.
 
     The ``auth-failures`` budget is per address and outlives a test (SQLite
     counts in a file beside the database): each test takes a fresh address.
     """
     app = create_app(dataclasses.replace(settings, rate_limits=limits), database=database)
-    address = f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+    if address is None:
+        address = f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
     client = app.test_client()
     client.environ_base["REMOTE_ADDR"] = address
     return client, address
@@ -69,7 +72,8 @@ def test_each_address_and_reason_has_its_own_budget_and_entry(
     settings: Settings, database: Database
 ) -> None:
     first, first_address = _client(settings, database, "auth-failures=3/minute")
-    second, second_address = _client(settings, database, "auth-failures=3/minute")
+    ipv6 = f"2001:db8::{random.randrange(1, 0xFFFF):x}"
+    second, second_address = _client(settings, database, "auth-failures=3/minute", ipv6)
     for _ in range(5):
         first.get("/v1/consents")
         first.get("/v1/consents", headers={"Authorization": "Bearer garbage"})
