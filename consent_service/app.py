@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-import uuid
+import os
 
 from flask import Flask, Response, g, request
 from flask_smorest import Api
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from consent_service.api import audit, consents, decisions, events, health
 from consent_service.api import requests as consent_requests
@@ -23,10 +24,13 @@ from consent_service.api.problems import (
     handle_unexpected,
     problem,
 )
+from consent_service.api.schemas import IDENTIFIER
 from consent_service.api.security import register_security
-from consent_service.config import Settings
+from consent_service.config import DEVELOPMENT_KEYS_WARNED, Settings
 from consent_service.db.session import Database
 from consent_service.fhir import register_fhir
+from consent_service.http import converters
+from consent_service.http.request_ids import register_request_ids
 from consent_service.services.errors import DomainError
 from consent_service.web import views as web_views
 
@@ -35,7 +39,10 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None, database: Database | None = None) -> Flask:
     """Build the WSGI app (``gunicorn 'consent_service:create_app()'``)."""
-    settings = settings or Settings.from_env()
+    if settings is None:
+        settings = Settings.from_env()
+        if not os.environ.get(DEVELOPMENT_KEYS_WARNED):
+            settings.warn_development_keys()
     app = Flask(__name__)
     app.json = SafeJSONProvider(app)
     app.config.update(
@@ -52,6 +59,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.extensions["consent_service"] = ServiceState(
         settings=settings, database=database or Database(settings.database_url)
     )
+    converters.install(app)
+    register_request_ids(app)
     register_request_hooks(app)
     register_metrics(app)
     api = register_blueprints(app)
@@ -64,6 +73,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 def register_blueprints(app: Flask) -> Api:
     api = ConsentApi(app, spec_kwargs={"info": {"description": API_DESCRIPTION}})
     document_vocabularies(api, app.extensions["consent_service"].settings)
+    # The API's ``path`` segments are patient and practitioner ids, '/' included.
+    api.register_converter(
+        PathConverter, lambda _converter: {"type": "string", "pattern": IDENTIFIER.pattern}
+    )
     api.spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer", "description": "API key"}
     )
@@ -84,9 +97,7 @@ def register_errorhandlers(app: Flask, api: Api) -> None:
 
 def register_request_hooks(app: Flask) -> None:
     @app.before_request
-    def assign_request_id() -> Response | None:
-        incoming = request.headers.get("X-Request-Id", "")
-        g.request_id = incoming if _is_safe_request_id(incoming) else str(uuid.uuid4())
+    def require_json_writes() -> Response | None:
         is_api_write = request.method in ("POST", "PATCH", "PUT") and request.path.startswith(
             "/v1/"
         )
@@ -102,10 +113,6 @@ def register_request_hooks(app: Flask) -> None:
         if request.path.startswith("/v1/"):
             response.headers.setdefault("Cache-Control", "no-store")
         return response
-
-
-def _is_safe_request_id(value: str) -> bool:
-    return 0 < len(value) <= 64 and all(c.isalnum() or c in "-_." for c in value)
 
 
 API_DESCRIPTION = (

@@ -8,11 +8,16 @@ import sys
 from typing import Any
 
 import click
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from consent_service import cli_keys
 from consent_service.cli_audit import audit_group
-from consent_service.config import ConfigError, Settings
+from consent_service.config import (
+    DEVELOPMENT_KEY_WARNINGS,
+    DEVELOPMENT_KEYS_WARNED,
+    ConfigError,
+    Settings,
+)
 from consent_service.db.migrate import upgrade
 from consent_service.db.session import Database
 from consent_service.outbox import cli as outbox_cli
@@ -22,13 +27,20 @@ from consent_service.timefmt import format_instant, utcnow
 from consent_service.web import cli as web_cli
 
 
-def load_settings() -> Settings:
-    """Settings from the environment, or one clear line and exit status 2."""
+def load_settings(*uses: str) -> Settings:
+    """Settings from the environment, or one clear line and exit status 2.
+
+    ``uses``: the key variables this command uses; each one left to its
+    development value is warned about, once.
+    """
     try:
-        return Settings.from_env()
+        settings = Settings.from_env()
     except ConfigError as error:
         click.echo(f"consent-service: configuration error: {error}", err=True)
         sys.exit(2)
+    if uses:
+        settings.warn_development_keys(*uses)
+    return settings
 
 
 class _MainGroup(click.Group):
@@ -37,13 +49,29 @@ class _MainGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except OperationalError as error:
+        except (OperationalError, ProgrammingError) as error:
             reason = (str(error.orig).strip().splitlines() or ["unreachable"])[0]
+            if _is_missing_table(reason):
+                click.echo(
+                    "consent-service: the database has no tables yet: "
+                    "run `consent-service db upgrade` first.",
+                    err=True,
+                )
+                sys.exit(2)
+            if isinstance(error, ProgrammingError):
+                raise
             click.echo(
                 f"consent-service: cannot use the database at CONSENT_DATABASE_URL: {reason}",
                 err=True,
             )
             sys.exit(2)
+
+
+def _is_missing_table(reason: str) -> bool:
+    """SQLite's "no such table", PostgreSQL's "relation ... does not exist"."""
+    return reason.startswith("no such table") or (
+        reason.startswith("relation ") and reason.endswith("does not exist")
+    )
 
 
 @click.group(cls=_MainGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,7 +84,8 @@ def main() -> None:
 @click.option("--workers", type=int, default=None, help="gunicorn workers (default: from CPUs).")
 def serve(bind: str, workers: int | None) -> None:
     """Run the API and web form under gunicorn (migrates SQLite first)."""
-    settings = load_settings()
+    settings = load_settings(*DEVELOPMENT_KEY_WARNINGS)
+    os.environ[DEVELOPMENT_KEYS_WARNED] = "1"
     if settings.database_url.startswith("sqlite"):
         upgrade(settings.database_url)
     if not os.environ.get("CONSENT_SECRET_KEYS", "").strip():
@@ -97,12 +126,16 @@ def clients() -> None:
 
 @clients.command("create")
 @click.option("--org", "organization", required=True, help="The organization (tenant).")
-@click.option("--scopes", required=True, help="Comma separated, e.g. consents:read,consents:write")
+@click.option(
+    "--scopes",
+    required=True,
+    help=f"Comma separated, among: {', '.join(client_service.SCOPES)}.",
+)
 @click.option("--name", default="", help="A label for people (not a secret).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def clients_create(organization: str, scopes: str, name: str, as_json: bool) -> None:
     """Create a client; its API key is printed once and stored only hashed."""
-    settings = load_settings()
+    settings = load_settings("CONSENT_API_KEY_PEPPER")
     database = Database(settings.database_url)
     try:
         with database.transaction() as session:

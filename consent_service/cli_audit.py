@@ -17,7 +17,7 @@ from consent_service.timefmt import utcnow
 def _database() -> Database:
     from consent_service.cli import load_settings
 
-    settings = load_settings()
+    settings = load_settings("CONSENT_AUDIT_KEYS")
     audit.configure(settings.audit_keys)
     return Database(settings.database_url)
 

@@ -28,7 +28,7 @@ def rotate(client_id: str, grace_hours: int, expires_in_days: int | None, as_jso
     """Issue a second key for CLIENT_ID; the current one stops after the grace period."""
     from consent_service.cli import load_settings
 
-    settings = load_settings()
+    settings = load_settings("CONSENT_API_KEY_PEPPER")
     now = utcnow()
     try:
         with Database(settings.database_url).transaction() as session:

@@ -34,6 +34,20 @@ TOPIC_MODES = ("single", "per-organization")
 # warning: constant, so that the CLI and every worker agree in development.
 DEV_API_KEY_PEPPER = "development-api-key-pepper-not-secret"
 DEV_AUDIT_KEY = "development-audit-key-not-secret"
+# Set by ``serve`` for its gunicorn workers once it has warned: they stay quiet.
+DEVELOPMENT_KEYS_WARNED = "CONSENT_DEVELOPMENT_KEYS_WARNED"
+DEVELOPMENT_KEY_WARNINGS = {
+    "CONSENT_SECRET_KEYS": (
+        "CONSENT_SECRET_KEYS is unset: using a random development key; "
+        "signed links will break at restart. Never run like this in production."
+    ),
+    "CONSENT_API_KEY_PEPPER": (
+        "CONSENT_API_KEY_PEPPER is unset: using a public development key. Never in production."
+    ),
+    "CONSENT_AUDIT_KEYS": (
+        "CONSENT_AUDIT_KEYS is unset: using a public development key. Never in production."
+    ),
+}
 
 
 class ConfigError(ValueError):
@@ -58,6 +72,8 @@ class Settings:
     public_url: str | None = None
     kafka_partitions: int = 12
     kafka_replication: int = 3
+    # Variables left unset, so that a development value stands in (never in production).
+    development_keys: tuple[str, ...] = ()
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
@@ -94,10 +110,6 @@ class Settings:
         keys = _split(env.get("CONSENT_SECRET_KEYS", ""))
         if not keys:
             keys = (secrets.token_urlsafe(32),)
-            log.warning(
-                "CONSENT_SECRET_KEYS is unset: using a random development key; "
-                "signed links will break at restart. Never run like this in production."
-            )
         elif any(len(key) < 16 for key in keys):
             raise ConfigError("CONSENT_SECRET_KEYS: every key must be at least 16 characters")
 
@@ -126,15 +138,29 @@ class Settings:
             api_key_cache_ms=_api_key_cache_ms(
                 env.get("CONSENT_API_KEY_CACHE_MS", str(cls.api_key_cache_ms))
             ),
+            development_keys=tuple(
+                name for name in DEVELOPMENT_KEY_WARNINGS if not env.get(name, "").strip()
+            ),
             **_kafka_client_settings(env),
         )
+
+    def warn_development_keys(self, *names: str) -> None:
+        """Log one warning per key among ``names`` (all when none given) left to its dev value.
+
+        Called by the processes that use the keys, once each: ``serve`` before
+        its workers start (not every worker), a CLI command for the key it
+        uses; never by those that use none (the relay, the audit jobs for the
+        signing key).
+        """
+        for name in self.development_keys:
+            if not names or name in names:
+                log.warning(DEVELOPMENT_KEY_WARNINGS[name])
 
 
 def _server_keys(env: Mapping[str, str], name: str, dev_value: str) -> tuple[str, ...]:
     """Keys newest first (the first signs, all verify); a constant development key if unset."""
     keys = _split(env.get(name, ""))
     if not keys:
-        log.warning("%s is unset: using a public development key. Never in production.", name)
         return (dev_value,)
     if any(len(key) < 32 for key in keys):
         raise ConfigError(f"{name}: every key must be at least 32 characters")

@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 RATE_LIMITS_EXTENSION = "consent_rate_limits"
 
 # Route groups follow the scope a route requires; the patient form's link
-# checks have no scope and count per client address under ``links``.
+# checks have no scope and count per client address under ``links``, and
+# refused API keys count per client address under ``auth-failures``.
 GROUP_OF_SCOPE = {
     "consents:read": "reads",
     "consents:write": "writes",
@@ -47,6 +48,7 @@ GROUP_OF_SCOPE = {
     "events:read": "events",
     "admin": "admin",
     "links": "links",
+    "auth-failures": "auth-failures",
 }
 DEFAULT_LIMITS = {
     "reads": "1200/minute",
@@ -55,6 +57,7 @@ DEFAULT_LIMITS = {
     "events": "600/minute",
     "admin": "120/minute",
     "links": "60/minute",
+    "auth-failures": "30/minute",
 }
 
 
@@ -187,17 +190,22 @@ class RateLimits:
         self._items = dict(items)
         self._limiter = FixedWindowRateLimiter(storage)
 
-    def hit(self, scope: str, client_id: str, route: str) -> Verdict:
-        """Count one request of ``client_id`` on ``route``; fail open if storage is down.
+    def hit(self, scope: str, client_id: str, route: str, cost: int = 1) -> Verdict:
+        """Count ``cost`` requests of ``client_id`` on ``route``; fail open if storage is down.
 
-        Failing open keeps the service answering while a shared counter store
-        (redis, memcached) is away; the error is logged.
+        A refused hit gives its cost back: a batch larger than what is left
+        of the budget is refused whole and leaves that budget to smaller
+        requests. Failing open keeps the service answering while a shared
+        counter store (redis, memcached) is away; the error is logged.
         """
         group = GROUP_OF_SCOPE.get(scope, "reads")
         item = self._items[group]
         try:
-            if self._limiter.hit(item, client_id, route):
+            if self._limiter.hit(item, client_id, route, cost=cost):
                 return Verdict(True, item.amount, 0)
+            self._limiter.storage.incr(
+                item.key_for(client_id, route), item.get_expiry(), amount=-cost
+            )
             reset = self._limiter.get_window_stats(item, client_id, route).reset_time
         except Exception as error:  # noqa: BLE001  (any storage failure: count nothing, go on)
             log.warning("rate-limit storage failed: %s", type(error).__name__)

@@ -7,7 +7,8 @@ them a few milliseconds later on a connection of its own; with
 ``CONSENT_AUDIT_BATCH_MS=0``, or when the writer has too many waiting,
 appended in the request. Writes that recorded a consent version were already
 audited inside their own transaction (``services.audit``), so they are not
-appended twice.
+appended twice. Refused keys are not recorded one by one but summed up per
+source and window (``api.refusals``).
 
 A read whose audit entry cannot be written in the request is not answered:
 the caller gets 503 instead of consent data that nobody could later account
@@ -16,6 +17,7 @@ for.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import threading
@@ -26,6 +28,7 @@ from flask import Response, g, request
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
+from consent_service.api import refusals
 from consent_service.api.audit_writer import BatchWriter
 from consent_service.api.context import ServiceState, state
 from consent_service.api.problems import problem
@@ -94,6 +97,10 @@ def record_request(response: Response) -> Response:
     """Append this request's audit entries; 503 if a read cannot be accounted for."""
     if request.endpoint is None or not request.path.startswith(AUDITED_PREFIXES):
         return response
+    result: AuthResult | None = g.get("auth_result")
+    if result is not None and result.failure and g.get("principal") is None:
+        _count_refused_key(state(), result)
+        return response
     if response.status_code in NOT_AUDITED or response.status_code >= 500:
         return response
     principal = g.get("principal")
@@ -111,6 +118,23 @@ def record_request(response: Response) -> Response:
                 503, "Service Unavailable", "The access could not be recorded; try again."
             )
     return response
+
+
+def _count_refused_key(service: ServiceState, result: AuthResult) -> None:
+    def sink(records: list[audit.Record]) -> None:
+        try:
+            _append(service, records)
+        except SQLAlchemyError:
+            log.exception("audit append of %d refused-key entries failed", len(records))
+
+    source = refusals.Source(
+        address=_address(request.remote_addr),
+        reason=str(result.failure),
+        client_id=result.client_id,
+        organization=result.organization,
+    )
+    tally = refusals.tally(service.database, sink)
+    tally.count(source, request_id=g.get("request_id"), now=utcnow())
 
 
 def _append(service: ServiceState, records: list[audit.Record]) -> None:
@@ -270,6 +294,14 @@ def _decisions(response: Response) -> list[tuple[str, dict[str, Any]]]:
             objects["at"] = _identifier(str(question["at"]))
         entries.append((str(answer.get("decision", "deny")), objects))
     return entries
+
+
+def _address(value: str | None) -> str:
+    """The client's IP address, normalised; anything else is not stored."""
+    try:
+        return str(ipaddress.ip_address(value or ""))
+    except ValueError:
+        return "<invalid>"
 
 
 def _identifier(value: str) -> str:

@@ -40,7 +40,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import Connection, Engine
 
@@ -213,11 +213,21 @@ _registry_lock = threading.Lock()
 _writers: weakref.WeakSet[BatchWriter] = weakref.WeakSet()
 
 
+def before_flush(callback: Callable[[], None]) -> None:
+    """Call ``callback`` at the start of every ``flush``: it may hand over entries it held back."""
+    _before_flush.append(callback)
+
+
 def flush(timeout: float) -> bool:
     """Wait until this process's writers committed what they were handed; False on timeout."""
     deadline = time.monotonic() + timeout
+    for callback in _before_flush:
+        callback()
     results = [writer.flush(max(deadline - time.monotonic(), 0.0)) for writer in _own_writers()]
     return all(results)
+
+
+_before_flush: list[Callable[[], None]] = []
 
 
 def _own_writers() -> list[BatchWriter]:

@@ -5,6 +5,12 @@ less than ``CONSENT_API_KEY_CACHE_MS`` ago or else against the database
 (``services.key_cache``: a revocation takes effect everywhere within that
 time), then its scope, then its client's budget on this route. Each refusal
 is remembered in ``g`` for the audit trail.
+
+Refused keys (missing, malformed, unknown, revoked, expired) count against
+their client address's ``auth-failures`` budget: past it, the address gets
+429 with ``Retry-After`` instead of 401, and the audit log sums these
+refusals up (``api.refusals``) instead of one entry each. A valid key is
+never refused for what other keys from its address did.
 """
 
 from __future__ import annotations
@@ -28,10 +34,15 @@ from consent_service.timefmt import utcnow
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_KEY_LENGTH = 256
 KEY_CACHE_EXTENSION = "consent_service.verified_keys"
+AUTH_FAILURES = "auth-failures"
 
 
-def requires(scope: str) -> Callable[[F], F]:
-    """Let the view run only for a valid key that carries ``scope`` and has budget left."""
+def requires(scope: str, cost: Callable[[], int] | None = None) -> Callable[[F], F]:
+    """Let the view run only for a valid key that carries ``scope`` and has budget left.
+
+    ``cost``: how many requests this one counts for against the budget
+    (a batch of N questions counts N); one when not given.
+    """
 
     def decorate(view: F) -> F:
         @wraps(view)
@@ -41,14 +52,14 @@ def requires(scope: str) -> Callable[[F], F]:
             token = token.strip()
             if scheme.lower() != "bearer" or not token or len(token) > MAX_KEY_LENGTH:
                 g.auth_result = AuthResult(None, "missing")
-                return _unauthorized("Send `Authorization: Bearer <api key>`.")
+                return _refused_key("Send `Authorization: Bearer <api key>`.")
             # The key check and the view share one read-only connection,
             # opened on first use (``context.read_connection``) and closed
             # here, whatever the view raised.
             with ExitStack() as read_scope:
                 g.read_scope = read_scope
                 try:
-                    refusal = _authorize(token, scope)
+                    refusal = _authorize(token, scope, cost() if cost else 1)
                     if refusal is not None:
                         return refusal
                     return view(*args, **kwargs)
@@ -61,13 +72,13 @@ def requires(scope: str) -> Callable[[F], F]:
     return decorate
 
 
-def _authorize(token: str, scope: str) -> Any:
+def _authorize(token: str, scope: str, cost: int) -> Any:
     """None when the key is valid, carries ``scope`` and has budget left; else the refusal."""
     result = _check(token)
     g.auth_result = result
     caller = result.principal
     if caller is None:
-        return _unauthorized("The API key is unknown, expired, revoked or malformed.")
+        return _refused_key("The API key is unknown, expired, revoked or malformed.")
     g.principal = caller
     context = audit.current_context.get() or audit.Context()
     audit.current_context.set(
@@ -75,7 +86,7 @@ def _authorize(token: str, scope: str) -> Any:
     )
     if scope not in caller.scopes:
         return problem(403, "Forbidden", f"This key lacks the `{scope}` scope.")
-    limited = _over_limit(scope, caller.client_id)
+    limited = _over_limit(scope, caller.client_id, request.endpoint or request.path, cost)
     if limited is not None:
         return limited
     return None
@@ -106,21 +117,28 @@ def verified_keys() -> VerifiedKeys:
     return found
 
 
-def _over_limit(scope: str, client_id: str) -> Any:
+def _over_limit(scope: str, who: str, route: str, cost: int = 1) -> Any:
     limits: RateLimits | None = current_app.extensions.get(RATE_LIMITS_EXTENSION)
     if limits is None:
         return None
-    verdict = limits.hit(scope, client_id, request.endpoint or request.path)
+    verdict = limits.hit(scope, who, route, cost)
     if verdict.allowed:
         return None
+    asked = f" (this one counts for {cost})" if cost > 1 else ""
     response = problem(
         429,
         "Too Many Requests",
-        f"Over {verdict.limit} requests for this route in the current window; "
+        f"Over {verdict.limit} requests for this route in the current window{asked}; "
         f"retry in {verdict.retry_after} s.",
     )
     response.headers["Retry-After"] = str(verdict.retry_after)
     return response
+
+
+def _refused_key(detail: str) -> Any:
+    """401, or 429 once this client address has had too many keys refused."""
+    throttled = _over_limit(AUTH_FAILURES, request.remote_addr or "unknown", AUTH_FAILURES)
+    return throttled if throttled is not None else _unauthorized(detail)
 
 
 def _unauthorized(detail: str) -> Any:

@@ -194,7 +194,7 @@ def get_version(consent_id: uuid.UUID, number: int) -> Response:
     return json_response(version, headers=_etag(version["version"]))
 
 
-@blp.route("/practitioners/<string:practitioner_id>/revoke-all", methods=["POST"])
+@blp.route("/practitioners/<path:practitioner_id>/revoke-all", methods=["POST"])
 @requires("consents:write")
 @blp.arguments(RevokeSchema, required=False)
 @blp.response(200, RevokeAllResultSchema)
@@ -218,7 +218,7 @@ def revoke_practitioner(body: dict[str, Any], practitioner_id: str) -> Response:
     return write(compute)
 
 
-@blp.route("/patients/<string:patient_id>/export", methods=["GET"])
+@blp.route("/patients/<path:patient_id>/export", methods=["GET"])
 @requires("consents:read")
 @blp.response(200, PatientExportSchema)
 def export_patient(patient_id: str) -> Response:

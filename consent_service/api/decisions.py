@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response
+from flask import Response, request
 
 from consent_service import metrics
 from consent_service.api.auth import requires
@@ -12,6 +12,7 @@ from consent_service.api.context import principal, read_connection, state
 from consent_service.api.decision_input import plain_batch, plain_question
 from consent_service.api.parsing import ConsentBlueprint, arguments_with_plain_path
 from consent_service.api.schemas import (
+    MAX_BATCH,
     DecisionBatchResultSchema,
     DecisionBatchSchema,
     DecisionQuestionSchema,
@@ -62,8 +63,15 @@ def decide(body: dict[str, Any]) -> Response:
     return json_response(_answer(_decide([body])[0]))
 
 
+def _checks_asked() -> int:
+    """How many questions a batch asks: what it counts for against the decisions budget."""
+    body = request.get_json(silent=True)
+    checks = body.get("checks") if isinstance(body, dict) else None
+    return min(len(checks), MAX_BATCH) if isinstance(checks, list) and checks else 1
+
+
 @blp.route("/decisions:batch", methods=["POST"])
-@requires("decisions:read")
+@requires("decisions:read", cost=_checks_asked)
 @arguments_with_plain_path(blp, DecisionBatchSchema, _plain_batch)
 @blp.response(200, DecisionBatchResultSchema)
 def decide_batch(body: dict[str, Any]) -> Response:

@@ -11,15 +11,39 @@ import marshmallow as ma
 from flask import Request, request
 from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Blueprint
-from webargs.flaskparser import FlaskParser
+from webargs import core
+from webargs.flaskparser import FlaskParser, abort, is_json_request
 
 JSON_TYPES = ("application/json", "application/merge-patch+json")
 
 
+class DuplicateKey(ValueError):
+    """A JSON object naming the same key twice: which one did the sender mean?"""
+
+
+def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` refusing ``{"decision": "deny", "decision": "permit"}``.
+
+    Python's ``json`` keeps the last value silently; another parser in front
+    of this service (a gateway, an audit copy) may keep the first. Such a
+    body is refused rather than read one way here and another way there.
+    """
+    found = dict(pairs)
+    if len(found) == len(pairs):
+        return found
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
+            raise DuplicateKey(f"The key {name!r} appears twice in one JSON object.")
+        seen.add(name)
+    return found
+
+
 class SafeJSONProvider(DefaultJSONProvider):
-    """Deeply nested JSON is a malformed body (400), not a RecursionError."""
+    """Deeply nested JSON and duplicate keys are a malformed body (400), not a 500."""
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        kwargs.setdefault("object_pairs_hook", reject_duplicate_keys)
         try:
             return super().loads(s, **kwargs)
         except RecursionError:
@@ -47,13 +71,28 @@ class SafeParser(FlaskParser):
         return super()._get_schema(argmap, req)
 
     def _raw_load_json(self, req: Request) -> Any:
+        if not is_json_request(req):
+            return core.missing
         try:
-            return super()._raw_load_json(req)
+            return _parse_json(req.get_data(cache=True))
         except json.JSONDecodeError:
             raise  # webargs tells an empty body (missing) from a malformed one
+        except DuplicateKey as error:
+            abort(400, exc=error, messages={"json": [str(error)]})
         except (RecursionError, ValueError) as error:
             # ValueError: an integer literal past Python's 4300-digit conversion limit.
             return self._handle_invalid_json_error(error, req)  # type: ignore[arg-type]
+
+
+def _parse_json(data: bytes) -> Any:
+    """``webargs.core.parse_json`` with duplicate keys refused."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise json.JSONDecodeError(
+            f"Bytes decoding error : {error.reason}", doc=str(error.object), pos=error.start
+        ) from error
+    return json.loads(text, object_pairs_hook=reject_duplicate_keys)
 
 
 class ConsentBlueprint(Blueprint):

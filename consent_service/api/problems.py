@@ -81,6 +81,9 @@ def handle_http_exception(error: HTTPException) -> Response:
         for location, fields in messages.items():
             errors.extend(field_errors(fields, _LOCATIONS.get(location, location)))
         return problem(status, error.name, "; ".join(e["detail"] for e in errors), errors=errors)
+    if status == 413:
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        return problem(413, error.name, f"The body is over the {limit} bytes this service accepts.")
     response = problem(status, error.name, _safe_description(error))
     for header in ("Allow", "Retry-After", "WWW-Authenticate"):
         original = error.get_response().headers.get(header)

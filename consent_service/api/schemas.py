@@ -226,11 +226,14 @@ class DecisionSchema(Schema):
     reason = fields.String()
 
 
+MAX_BATCH = 500
+
+
 class DecisionBatchSchema(Schema):
     checks = fields.List(
         fields.Nested(DecisionQuestionSchema),
         required=True,
-        validate=validate.Length(min=1, max=500),
+        validate=validate.Length(min=1, max=MAX_BATCH),
     )
 
 

@@ -16,7 +16,7 @@ from flask import Flask, Response, g, request
 from consent_service.api import audit_trail
 from consent_service.config import Settings
 from consent_service.db.session import Database
-from consent_service.logs import configure_logging, request_id_var
+from consent_service.logs import configure_logging
 from consent_service.ratelimits import RATE_LIMITS_EXTENSION, build_rate_limits
 from consent_service.services import audit
 
@@ -48,7 +48,6 @@ def register_security(app: Flask, settings: Settings, database: Database) -> Non
 
 def _begin() -> None:
     g.security_started = time.perf_counter()
-    request_id_var.set(g.get("request_id"))
     audit_trail.begin_request()
 
 
@@ -81,6 +80,10 @@ def _access_log(response: Response) -> Response:
             "status": response.status_code,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
             "client_id": principal.client_id if principal is not None else None,
+            # Set by the first hook of every request, even one refused before
+            # the others ran (a 413 while reading the body).
+            "request_id": g.get("request_id"),
+            "client_request_id": g.get("client_request_id"),
         },
     )
     return response

@@ -122,7 +122,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         ),
         "reference": "Référence de la demande : {id}",
         "manage_link": "Voir ou retirer mes consentements",
-        "manage_hint": "Gardez ce lien : il vous permet de retirer votre accord plus tard.",
+        "manage_hint": (
+            "Gardez ce lien : pendant {days} jours, il vous permet de voir vos consentements "
+            "et de retirer votre accord. Passé ce délai, demandez un nouveau lien au cabinet."
+        ),
         "mine_title": "Mes consentements",
         "mine_intro": (
             "Les consentements que vous avez donnés à {organization}. Vous pouvez retirer "
@@ -167,6 +170,15 @@ MESSAGES: dict[str, dict[str, str]] = {
         ),
         "error_answered_next": (
             "Pour voir ou retirer vos consentements, ouvrez la page « Mes consentements »."
+        ),
+        "error_answered_late_title": "Vous avez déjà répondu",
+        "error_answered_late_body": (
+            "Votre réponse à cette demande est déjà enregistrée ({answer}) et le délai de "
+            "cette demande est passé : rien n'a changé."
+        ),
+        "error_answered_late_next": (
+            "Pour voir ou retirer vos consentements, ouvrez le lien « Mes consentements » reçu "
+            "après votre réponse, ou demandez-en un nouveau au cabinet."
         ),
         "answer_granted": "accord",
         "answer_refused": "refus",
@@ -236,7 +248,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         ),
         "reference": "Request reference: {id}",
         "manage_link": "See or withdraw my consents",
-        "manage_hint": "Keep this link: it lets you withdraw your agreement later.",
+        "manage_hint": (
+            "Keep this link: for {days} days, it lets you see your consents and withdraw your "
+            "agreement. After that, ask the practice for a new link."
+        ),
         "mine_title": "My consents",
         "mine_intro": (
             "The consents you gave to {organization}. You can withdraw each of them at any "
@@ -278,6 +293,15 @@ MESSAGES: dict[str, dict[str, str]] = {
             "once: nothing changed."
         ),
         "error_answered_next": "To see or withdraw your consents, open the “My consents” page.",
+        "error_answered_late_title": "You have already answered",
+        "error_answered_late_body": (
+            "Your answer to this request is already recorded ({answer}) and the time to answer "
+            "it is over: nothing changed."
+        ),
+        "error_answered_late_next": (
+            "To see or withdraw your consents, open the “My consents” link you were given "
+            "after answering, or ask the practice for a new one."
+        ),
         "answer_granted": "agreed",
         "answer_refused": "refused",
         "error_not_active_title": "This consent is no longer in force",

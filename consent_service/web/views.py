@@ -153,7 +153,7 @@ def answer_submit() -> Response:
     if outcome.kind == "expired":
         raise PatientError("expired", 410, audit_outcome=audit_trail.REFUSED)
     if outcome.kind == "already-answered":
-        raise _already_answered(consent_request)
+        raise _already_answered(consent_request, now)
     log.info("consent request %s answered: %s", consent_request.id, outcome.kind)
     return _page(
         "answered.html",
@@ -161,6 +161,7 @@ def answer_submit() -> Response:
         req=consent_request,
         granted=outcome.kind == "granted",
         manage_url=_manage_url(consent_request),
+        manage_days=links.MAX_AGE[links.MANAGE].days,
     )
 
 
@@ -254,6 +255,7 @@ def _patient_error(error: PatientError) -> Response:
         switch_url=_switch_url() if request.method == "GET" else None,
         kind=error.kind,
         manage_url=error.manage_url,
+        manage_days=links.MAX_AGE[links.MANAGE].days,
         back_url=error.back_url,
         values=error.values,
     )
@@ -369,16 +371,24 @@ def _ensure_pending(consent_request: ConsentRequest, now: datetime) -> None:
     if status == "expired":
         raise PatientError("expired", 410, audit_outcome=audit_trail.REFUSED)
     if status != "pending":
-        raise _already_answered(consent_request)
+        raise _already_answered(consent_request, now)
 
 
-def _already_answered(consent_request: ConsentRequest) -> PatientError:
+def _already_answered(consent_request: ConsentRequest, now: datetime) -> PatientError:
+    """The "already answered" page; with a fresh manage link only until the request's deadline.
+
+    An answer link lives as long as its request may be answered. Past that
+    deadline, a leaked or forwarded answer link must not keep minting
+    90-day links to the patient's consents: the patient uses the manage
+    link given with their answer, or asks the practice for a new one.
+    """
     t = i18n.translator(g.lang)
     answer = t("answer_granted" if consent_request.status == "granted" else "answer_refused")
+    in_time = now < consent_request.expires_at
     return PatientError(
-        "answered",
+        "answered" if in_time else "answered_late",
         409,
-        manage_url=_manage_url(consent_request),
+        manage_url=_manage_url(consent_request) if in_time else None,
         values={"answer": answer},
         audit_outcome=audit_trail.CONFLICT,
     )

@@ -381,15 +381,6 @@ def test_idempotency_key_must_be_visible_ascii(
     assert row_counts(database) == EMPTY
 
 
-def test_hostile_request_id_is_replaced(client: FlaskClient, auth: dict[str, str]) -> None:
-    response = client.get("/v1/consents", headers={**auth, "X-Request-Id": "a\tb" + "x" * 80})
-    assert response.status_code == 200
-    assert response.headers["X-Request-Id"] != "a\tb" + "x" * 80
-    assert len(response.headers["X-Request-Id"]) == 36
-    kept = client.get("/v1/consents", headers={**auth, "X-Request-Id": "trace-123"})
-    assert kept.headers["X-Request-Id"] == "trace-123"
-
-
 def _json(headers: dict[str, str]) -> dict[str, str]:
     return {**headers, "Content-Type": "application/json"}
 

@@ -76,17 +76,19 @@ def test_writes_reads_decisions_and_refusals_are_recorded(
         ("consent.read", "ok"),
         ("decision", "permit"),
         ("consent.read", "not-found"),
-        ("consent.list", "unauthorized"),
         ("decision", "forbidden"),
+        # Refused keys: one entry per source, reason and window, appended
+        # when the window ends (here: when the test flushes the audit log).
+        ("authentication", "unauthorized"),
     ]
-    granted, _read, decided, foreign, unauthorized, _ = rows
+    granted, _read, decided, foreign, _, unauthorized = rows
     assert json.loads(granted.objects)["consent_id"] == created["id"]
     assert granted.organization == "practice-a" and granted.client_id
     assert json.loads(decided.objects)["consent_id"] == answer["consent_id"]
     assert foreign.organization == "practice-b"
-    assert unauthorized.client_id is None and json.loads(unauthorized.objects) == {
-        "key": "malformed"
-    }
+    refusal = json.loads(unauthorized.objects)
+    assert unauthorized.client_id is None
+    assert (refusal["key"], refusal["count"], refusal["address"]) == ("malformed", 1, "127.0.0.1")
     assert all(row.request_id for row in rows)
     assert _verify(database).ok
 

@@ -12,8 +12,8 @@ from consent_service.services.requests import evidence_ref
 from consent_service.web import i18n
 
 TEMPLATES = Path(i18n.__file__).parent / "templates"
-ERROR_KINDS = ("tampered", "expired", "answered", "not_active", "unknown", "csrf", "bad_form",
-               "rate", "server")  # fmt: skip
+ERROR_KINDS = ("tampered", "expired", "answered", "answered_late", "not_active", "unknown",
+               "csrf", "bad_form", "rate", "server")  # fmt: skip
 
 
 def test_both_languages_have_every_message_and_word() -> None:

@@ -1,0 +1,1 @@
+"""HTTP machinery shared by the API and the patient form."""
