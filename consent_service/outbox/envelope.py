@@ -1,6 +1,6 @@
 """Turning an outbox row into its Kafka record, or refusing it as poison.
 
-CloudEvents 1.0 binary content mode (DESIGN.md): ``ce_*`` headers,
+CloudEvents 1.0 binary content mode (docs/design.md): ``ce_*`` headers,
 ``content-type: application/json``, key = consent id, value = the data.
 Every byte comes from the row (``event_id``, ``time``, the ``payload``
 frozen at write time), so a re-send is byte-identical and consumers can
@@ -28,7 +28,6 @@ from consent_service.outbox.publisher import Message
 from consent_service.outbox.writer import EVENT_TYPES, SPEC_VERSION, event_source
 from consent_service.timefmt import format_instant
 
-# The published contracts, kept at the top of the repository (DESIGN.md layout).
 # A copy of the published ``schemas/events`` shipped inside the package, so an
 # installed relay finds it; tests/relay/test_event_schema_copy.py fails on drift.
 SCHEMA_DIR = Path(__file__).resolve().parent / "event_schemas"
