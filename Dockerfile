@@ -1,7 +1,9 @@
 # consent-service container image.
 #
-# Two stages: the first installs the service exactly as the README does
-# (`python3 -m venv` + `pip install .`), the second copies that virtualenv
+# Two stages: the first installs the service as the README does
+# (`python3 -m venv` + `pip install .`), held to the versions pinned in
+# constraints.txt (scripts/refresh-constraints) so that a rebuild gets what
+# was tested, not the newest release of every dependency; the second copies that virtualenv
 # onto a clean slim Python with no pip cache and no build files, and runs it
 # as an unprivileged user. No Docker engine runs on the development machines:
 # tests/deploy/test_dockerfile.py runs the build stage's steps in a fresh
@@ -14,10 +16,10 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY consent_service ./consent_service
 RUN python3 -m venv "$VIRTUAL_ENV"
-RUN "$VIRTUAL_ENV/bin/pip" install .
+RUN "$VIRTUAL_ENV/bin/pip" install --constraint constraints.txt .
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV VIRTUAL_ENV=/opt/venv \

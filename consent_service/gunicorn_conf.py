@@ -130,8 +130,8 @@ def _is_address(value: str) -> bool:
     return True
 
 
-# Workers: PERF.md measured sync workers at 2 per core as the best
-# throughput and tail; threads only help when requests wait on I/O.
+# Workers: sync workers at 2 per core gave the best throughput and tail in
+# hello-world runs under wrk on 2 cores; threads only help when requests wait on I/O.
 workers = _env_int("CONSENT_WEB_CONCURRENCY", 2 * available_cpus())
 threads = _env_int("CONSENT_THREADS", 1, maximum=64)
 worker_class = "sync" if threads == 1 else "gthread"

@@ -47,7 +47,8 @@ HTTP_REQUESTS = Counter(
     ["route", "method", "status"],
 )
 # Buckets span a cached decision (~2 ms) to a request that hit a lock or a
-# slow disk (seconds); PERF.md puts writes around 12-30 ms at p50-p99.
+# slow disk (seconds); benchmarks/api_throughput.py measures creates around
+# 50-60 ms at p50 under load.
 HTTP_LATENCY = Histogram(
     "consent_http_request_duration_seconds",
     "Time from the first request hook to the response, by route template and method.",

@@ -1,6 +1,6 @@
 """Turning an outbox row into its Kafka record, or refusing it as poison.
 
-CloudEvents 1.0 binary content mode (DESIGN.md): ``ce_*`` headers,
+CloudEvents 1.0 binary content mode (docs/design.md): ``ce_*`` headers,
 ``content-type: application/json``, key = consent id, value = the data.
 Every byte comes from the row (``event_id``, ``time``, the ``payload``
 frozen at write time), so a re-send is byte-identical and consumers can

@@ -102,8 +102,9 @@ def producer_config(settings: Settings, *, delivery_timeout_s: float) -> dict[st
 
     ``enable_idempotence`` and ``acks`` are passed explicitly so that an
     unsafe combination fails at start-up instead of idempotence being
-    silently turned off. 128 KB batches and a 5 ms linger reach about 30k
-    msg/s on PERF.md's machine, while adding at most 5 ms of latency.
+    silently turned off. 128 KB batches and a 5 ms linger reach about 24k
+    msg/s on 2 cores (benchmarks/relay_throughput.py, raw producer), while
+    adding at most 5 ms of latency.
     """
     delivery_timeout_ms = int(delivery_timeout_s * 1000)
     return {

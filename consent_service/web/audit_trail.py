@@ -1,6 +1,6 @@
 """What the patient form appends to the audit log, and with which ids.
 
-DESIGN.md asks for an entry for every read of a patient's consents. The form's
+The contract (docs/design.md) asks for an entry for every read of a patient's consents. The form's
 pages read them without an API client, so the API's after-request trail
 (``api.audit_trail``, ``/v1`` only) never sees them: the views call this
 module. Every entry names the actor ``patient`` and the ids involved (the

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from kit_helpers import PATIENT, PRACTITIONER, event, new_id, snapshot
+from tests.support.waiting import wait_until
 
 from consent_events import ConsentView, ConsentViewUnavailable, Store
 
@@ -120,8 +121,7 @@ def test_listen_keeps_a_store_current_and_stops_cleanly(broker, topic, publish, 
         text=True,
     )
     try:
-        while not path.exists():
-            time.sleep(0.05)
+        wait_until(path.exists, 20, "the listener to create its store")
         view = ConsentView(str(path))
         _wait_for(view, "permit")
         publish(snapshot(consent, 2, change="revoked"))

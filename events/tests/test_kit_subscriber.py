@@ -9,6 +9,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kit_helpers import PATIENT, PRACTITIONER, applied, drain, new_id, snapshot, tansu
+from tests.support.waiting import holds_for, wait_until
 
 from consent_events import ConsentView, StaleViewError, Store, Subscriber
 from consent_events.store import APPLIED, DUPLICATE, HELD, REJECTED, STALE
@@ -131,27 +132,43 @@ def test_other_organizations_are_skipped_on_a_shared_topic(broker, topic, publis
     assert applied(changes) == [(mine, 1)]
 
 
+# The view's lag bound in the fail-closed tests: many heartbeat intervals
+# (0.2 s), so that a loaded machine delaying a few heartbeats does not make an
+# idle but live subscriber look stale; the test idles for longer than it.
+IDLE_BOUND_S = 3.0
+
+
 def test_view_fails_closed_once_the_subscriber_stops(broker, topic, publish) -> None:
     publish(snapshot(new_id()))
-    view = ConsentView(":memory:", max_lag_seconds=1.0)
+    view = ConsentView(":memory:", max_lag_seconds=IDLE_BOUND_S)
     subscriber = _subscriber(view.store, broker, topic, "g-lag", heartbeat_interval=0.2)
     stop = threading.Event()
     thread = threading.Thread(target=subscriber.run, args=(stop,))
     thread.start()
     try:
-        deadline = time.monotonic() + 10
-        while view.store.counts()["consents"] == 0 or view.lag().seconds is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        time.sleep(1.5)  # caught up and idle: heartbeats keep the view fresh
-        assert _ask(view).decision == "permit"
+        wait_until(
+            lambda: view.store.counts()["consents"] and view.lag().seconds is not None,
+            10,
+            "the subscriber to catch up",
+        )
+        # Caught up and idle for longer than max_lag_seconds: heartbeats keep
+        # the view fresh, so it answers all along.
+        assert holds_for(lambda: _ask(view).decision == "permit", IDLE_BOUND_S + 0.5)
     finally:
         stop.set()
         thread.join(timeout=10)
         subscriber.close()
-    time.sleep(1.2)
+    wait_until(lambda: _refuses_as_stale(view), 10, "the view to refuse once heartbeats stop")
     with pytest.raises(StaleViewError, match="behind the event stream"):
         _ask(view)
+
+
+def _refuses_as_stale(view: ConsentView) -> bool:
+    try:
+        _ask(view)
+    except StaleViewError:
+        return True
+    return False
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ from playwright.sync_api import Page, expect
 from consent_service.db.session import Database
 from tests.browser.conftest import api, shot
 from tests.conftest import REPO_ROOT, TEST_SECRET_KEYS, KeyFactory
+from tests.support.waiting import wait_until
 from tests.web.conftest import request_body
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("backend", ["sqlite"], indirect=True)]
@@ -83,9 +85,22 @@ def test_grant_and_withdraw_through_gunicorn_log_no_token(
     form_token = parse_qs(urlsplit(created["form_url"]).query)["t"][0]
     page.goto(f"{base}/consent/request?t={form_token[:-2]}xx")
 
-    time.sleep(0.5)  # let the access log lines reach the file
+    # The worker writes a request's line before it answers; wait for the last
+    # one (the refused token) to be in the file all the same, with a deadline.
+    wait_until(lambda: _refused_form_request_logged(log), 10, "the last request's log line")
     logged = log.read_text()
     assert "/consent/request" in logged and "/consent/mine" in logged
     manage_token = parse_qs(urlsplit(created["manage_url"]).query)["t"][0]
     for secret in (form_token, manage_token, form_token[:40], manage_token[:40]):
         assert secret not in logged
+
+
+def _refused_form_request_logged(log: Path) -> bool:
+    for line in log.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # gunicorn's own lines are plain text
+        if entry.get("route") == "/consent/request" and entry.get("status", 0) >= 400:
+            return True
+    return False

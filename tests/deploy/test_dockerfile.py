@@ -15,15 +15,21 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.deploy.conftest import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
+CONSTRAINTS = ROOT / "constraints.txt"
+CONSTRAINED = "--constraint constraints.txt"
 
 
 @dataclass(frozen=True)
@@ -110,11 +116,69 @@ def readme_install_steps() -> list[str]:
     pytest.fail("README.md has no `python3 -m venv ... && pip install ...` line")
 
 
-def test_build_stage_installs_exactly_as_the_readme_says() -> None:
+def test_build_stage_installs_as_the_readme_says_held_to_the_constraints() -> None:
     runs = [i.argument for i in stage("build") if i.keyword == "RUN"]
     # The image's virtualenv is $VIRTUAL_ENV where the README says .venv.
     as_readme = [" ".join(shlex.split(run)).replace("$VIRTUAL_ENV", ".venv") for run in runs]
-    assert as_readme == readme_install_steps()
+    # The one difference: the image installs the pinned versions.
+    constrained = [run for run in as_readme if CONSTRAINED in run]
+    assert len(constrained) == 1 and constrained[0].endswith(" install " + CONSTRAINED + " .")
+    assert [run.replace(CONSTRAINED + " ", "") for run in as_readme] == readme_install_steps()
+    copies = [i.argument.split() for i in stage("build") if i.keyword == "COPY"]
+    assert any("constraints.txt" in copy[:-1] for copy in copies)
+
+
+def pins() -> dict[str, str]:
+    """constraints.txt as {normalised name: version}; every line must be an exact pin."""
+    found = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, separator, version = line.partition("==")
+            assert separator and version.strip(), f"not an exact pin: {line!r}"
+            found[canonicalize_name(name)] = version.strip()
+    return found
+
+
+def runtime_closure() -> dict[str, str]:
+    """Every distribution `pip install .` brings in, from the installed metadata.
+
+    Walks consent-service's requirements (and theirs, extras included) in the
+    environment the tests run in; test-only extras are left out.
+    """
+    found: dict[str, str] = {}
+    pending: list[tuple[str, frozenset[str]]] = [("consent-service", frozenset())]
+    while pending:
+        name, extras = pending.pop()
+        dist = metadata.distribution(name)
+        for text in dist.requires or []:
+            requirement = Requirement(text)
+            if requirement.marker is not None and not any(
+                requirement.marker.evaluate({"extra": extra}) for extra in (extras or {""})
+            ):
+                continue
+            key = canonicalize_name(requirement.name)
+            if key not in found:
+                found[key] = metadata.version(requirement.name)
+                pending.append((requirement.name, frozenset(requirement.extras)))
+            elif requirement.extras:
+                pending.append((requirement.name, frozenset(requirement.extras)))
+    return found
+
+
+def test_constraints_pin_every_runtime_dependency_and_nothing_else() -> None:
+    pinned = pins()
+    closure = runtime_closure()
+    assert set(pinned) == set(closure), (
+        "constraints.txt is out of date with pyproject.toml: run scripts/refresh-constraints\n"
+        f"  missing: {sorted(set(closure) - set(pinned))}\n"
+        f"  not needed: {sorted(set(pinned) - set(closure))}"
+    )
+    # Each pin satisfies the lower bounds pyproject.toml declares.
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for text in declared:
+        requirement = Requirement(text)
+        version = pinned[canonicalize_name(requirement.name)]
+        assert requirement.specifier.contains(version, prereleases=True), (text, version)
 
 
 def test_runtime_stage_is_slim_unprivileged_and_health_checked() -> None:
@@ -141,7 +205,7 @@ def test_runtime_stage_is_slim_unprivileged_and_health_checked() -> None:
 def test_dockerignore_lets_through_only_what_the_install_needs(tmp_path: Path) -> None:
     build_context(tmp_path)
     top = {path.name for path in tmp_path.iterdir()}
-    assert top == {"pyproject.toml", "README.md", "consent_service"}
+    assert top == {"pyproject.toml", "README.md", "constraints.txt", "consent_service"}
     assert not list(tmp_path.rglob("__pycache__"))
     assert not list(tmp_path.rglob("*.db"))
 
@@ -227,6 +291,14 @@ def test_build_stage_steps_install_a_working_service(tmp_path: Path) -> None:
         )
         assert done.returncode == 0, done.stderr
         return done.stdout
+
+    # What the build installed is exactly what constraints.txt pins.
+    frozen = run(str(venv / "bin" / "pip"), "freeze", "--exclude", "consent-service")
+    installed = {
+        canonicalize_name(name): version
+        for name, _, version in (line.partition("==") for line in frozen.splitlines())
+    }
+    assert installed == pins()
 
     assert "serve" in run(str(venv / "bin" / "consent-service"), "--help")
     run(str(venv / "bin" / "consent-service"), "db", "upgrade")

@@ -26,6 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consent_service.gunicorn_conf import TrustedForwardedFor, available_cpus
+from tests.support.waiting import holds_for, wait_until
 
 CLI = shutil.which("consent-service", path=str(Path(sys.executable).parent)) or "consent-service"
 START_TIMEOUT = 30.0
@@ -145,6 +146,20 @@ def wait_until_up(server: Server) -> None:
     pytest.fail(f"gunicorn did not answer /healthz:\n{server.log.read_text()}")
 
 
+def accepted(server_port: int, client_port: int) -> bool:
+    """A server process has accepted the connection from ``client_port``.
+
+    In /proc/net/tcp a connection still waiting in the listen queue has no
+    socket inode (0); it gets one when a process accepts it.
+    """
+    local, remote = f"0100007F:{server_port:04X}", f"0100007F:{client_port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[2] == remote:
+            return fields[9] != "0"
+    return False
+
+
 def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     found = {}
     for family in text_string_to_metric_families(text):
@@ -222,10 +237,11 @@ def test_sigterm_lets_the_request_in_flight_finish(server: Server) -> None:
         # A worker takes the request and waits in the view for the rest of
         # the body: the request is in flight when the signal arrives.
         client.sendall(head + body[:10])
-        time.sleep(0.5)
+        wait_until(lambda: accepted(server.port, client.getsockname()[1]), 10, "a worker to accept")
         os.killpg(server.process.pid, signal.SIGTERM)
-        time.sleep(1.0)
-        assert server.process.poll() is None, "gunicorn quit with a request in flight"
+        assert holds_for(lambda: server.process.poll() is None, 1.0), (
+            "gunicorn quit with a request in flight"
+        )
         client.sendall(body[10:])
         response = b""
         while chunk := client.recv(65536):

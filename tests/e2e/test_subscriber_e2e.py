@@ -40,6 +40,7 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from tests.support.broker import consume, free_port, running_broker, wait_for_port
+from tests.support.waiting import holds_for, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -310,7 +311,11 @@ def test_a_killed_listener_resumes_without_missing_or_double_applying(
     try:
         expected = {c["id"]: service.versions(c["id"]) for c in consents}
         _eventually(lambda: {c: store.version_of(c) for c in expected} == expected)
-        time.sleep(0.5)  # time for any double apply to show up
+        # A double apply would happen while the listener reads on through what
+        # the first one left: wait until it reports reading every partition to
+        # its end after this point, so that whatever it re-applied is logged.
+        reached = time.time()
+        wait_until(lambda: _current_since(store, reached), 20, "the listener to be current")
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=20)
@@ -342,17 +347,37 @@ def test_a_new_subscriber_catches_up_from_scratch(service: Service, start: str) 
     assert store.gaps() == [] and store.rejected() == []
 
 
+# The view's lag bound in the fail-closed tests: many heartbeat intervals
+# (0.2 s), so that a loaded machine delaying a few heartbeats does not make an
+# idle but live subscriber look stale; the test idles for longer than it.
+IDLE_BOUND_S = 3.0
+
+
 def test_the_view_fails_closed_when_its_subscriber_stops(service: Service) -> None:
     patient = f"e2e-{uuid.uuid4().hex[:10]}"
     service.grant(patient)
-    view = ConsentView(":memory:", max_lag_seconds=1.0)
+    view = ConsentView(":memory:", max_lag_seconds=IDLE_BOUND_S)
     with _running(_subscriber(service, view.store, heartbeat_interval=0.2)):
         _eventually(lambda: _ask(view, patient, "radiographs").permitted)
-        time.sleep(1.5)
-        assert _ask(view, patient, "radiographs").permitted  # idle but alive: still fresh
-    time.sleep(1.5)
+        # Idle but alive for longer than max_lag_seconds: still fresh all along.
+        assert holds_for(lambda: _ask(view, patient, "radiographs").permitted, IDLE_BOUND_S + 0.5)
+    wait_until(lambda: _refuses_as_stale(view, patient), 10, "the view to refuse once stopped")
     with pytest.raises(StaleViewError):
         _ask(view, patient, "radiographs")
+
+
+def _refuses_as_stale(view: ConsentView, patient: str) -> bool:
+    try:
+        _ask(view, patient, "radiographs")
+    except StaleViewError:
+        return True
+    return False
+
+
+def _current_since(store: Store, instant: float) -> bool:
+    """The listener has seen the end of every partition, with nothing left, since ``instant``."""
+    state = store.state()
+    return state.lag_events == 0 and (state.current_as_of or 0) >= instant
 
 
 def test_catch_up_with_a_bad_key_fails_clearly(service: Service) -> None:

@@ -43,7 +43,7 @@ def test_committed_openapi_matches_the_app() -> None:
 
 
 def test_document_covers_the_rest_table() -> None:
-    """Each row of the REST table in DESIGN.md is in the document with its statuses."""
+    """Each row of the REST table in docs/design.md is in the document with its statuses."""
     paths = openapi_document()["paths"]
     expected = {
         ("/v1/consents", "post"): {"201", "422"},

@@ -15,9 +15,10 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from consent_service.timefmt import utcnow
 from tests.conftest import REPO_ROOT, TEST_SECRET_KEYS, consent_body
 from tests.relay.conftest import Writes, assert_in_order, check_records, header_map
 from tests.support.broker import BrokerBehindProxy, Proxy, consume, free_port
+from tests.support.waiting import wait_until
 
 
 def relay_settings(database: Database, bootstrap: str, topic: str) -> Settings:
@@ -96,12 +98,18 @@ def backlog(database: Database) -> int:
         return count
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+def rounds_pass(relay: Relay, rounds: int = 2, timeout: float = 30) -> None:
+    """Return once the relay's loop has completed ``rounds`` more rounds from now.
+
+    A heartbeat marks the start of each round, so ``rounds + 1`` beats after
+    this call prove ``rounds`` whole rounds ran after it.
+    """
+    for _ in range(rounds + 1):
+        wait_until(partial(beat_since, relay, time.monotonic()), timeout, "a relay round")
+
+
+def beat_since(relay: Relay, instant: float) -> bool:
+    return time.monotonic() - relay.heartbeat.age() > instant
 
 
 def expected_versions(writes: Writes) -> dict[str, int]:
@@ -171,8 +179,10 @@ def test_broker_down_while_the_api_accepts_writes(
     auth: dict[str, str],
 ) -> None:
     writes.grant()
-    with running_relay(database, broker, topic):
+    failures = relay_metrics.FAILURES.labels("broker")
+    with running_relay(database, broker, topic, delivery_timeout_s=2.0):
         wait_until(lambda: backlog(database) == 0, 30, "first event out")
+        failed_before = failures._value.get()
         proxy.cut()
         created = []
         for _ in range(20):
@@ -184,7 +194,8 @@ def test_broker_down_while_the_api_accepts_writes(
                 f"/v1/consents/{consent_id}/revoke", json={"reason": "withdrawn"}, headers=auth
             )
             assert answer.status_code == 200
-        time.sleep(2)
+        # The relay tried to send them during the outage, and none went out.
+        wait_until(lambda: failures._value.get() > failed_before, 30, "a failed send")
         assert backlog(database) == 30
         ready = client.get("/readyz").get_json()
         assert ready["outbox"]["backlog"] == 30
@@ -451,9 +462,9 @@ def test_poison_row_held_its_consent_waits_others_flow(
             .values(payload=json.dumps({"id": poisoned, "surprise": True}), validated=False)
         )
     gauge = relay_metrics.PoisonCollector(database)
-    with running_relay(database, broker, topic):
+    with running_relay(database, broker, topic) as relay:
         wait_until(lambda: backlog(database) == 2, 30, "the healthy events out")
-        time.sleep(0.5)  # rounds keep going; the held consent must stay put
+        rounds_pass(relay)  # rounds keep going; the held consent must stay put
         rows = {(row.consent_id, row.consent_version): row for row in writes.outbox()}
         held, waiting = rows[(poisoned, 1)], rows[(poisoned, 2)]
         assert held.held_at is not None and held.attempts == 1

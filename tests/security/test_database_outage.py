@@ -28,6 +28,7 @@ from consent_service.db.models import Consent, ConsentVersion, OutboxEvent
 from consent_service.db.session import Database
 from consent_service.services import audit
 from tests.conftest import TEST_SECRET_KEYS, KeyFactory, consent_body
+from tests.support.waiting import wait_until
 from tests.web.conftest import forms, local, request_body
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -155,15 +156,12 @@ def test_outage_answers_503_quickly_writes_nothing_half_and_recovers(
     with ThreadPoolExecutor(max_workers=3) as pool:
         for _ in range(3):
             pool.submit(write_until_stopped)
-        # Writes are under way (on a loaded machine, building three apps
-        # alone can take longer than any fixed pause).
-        deadline = time.monotonic() + 30
-        while created[201] < 3:
-            assert time.monotonic() < deadline, f"no writes before the outage: {created}"
-            time.sleep(0.05)
-        proxy.stop()  # PostgreSQL "crashes" mid-run, in the middle of transactions
-        time.sleep(1.0)
-        stop.set()
+        try:
+            wait_until(lambda: created[201] >= 3, 30, "writes to go through")
+            proxy.stop()  # PostgreSQL "crashes" mid-run, in the middle of transactions
+            wait_until(lambda: created[503] >= 3, 30, "writes to meet the outage")
+        finally:
+            stop.set()
     assert created[201] > 0 and set(created) <= {201, 503}, created
 
     started = time.monotonic()

@@ -3,7 +3,7 @@
 Random histories of grants, amendments, revokes and expiries are recorded
 through the real services on the real database, at increasing instants;
 then random questions at random instants (and "now") are put to
-``services.decisions`` and to the model below, which re-states DESIGN.md's
+``services.decisions`` and to the model below, which re-states docs/design.md's
 rule from scratch without importing ``services.rules``.
 """
 

@@ -1,6 +1,6 @@
 """The pure decision rule (services/rules.py), case by case and against a reference model.
 
-The reference model below is the rule as DESIGN.md words it, written
+The reference model below is the rule as docs/design.md words it, written
 independently of the service's code; hypothesis compares the two on random
 histories.
 """
@@ -97,7 +97,7 @@ def test_the_latest_recorded_deciding_consent_names_the_answer() -> None:
     assert ask([newer, older, tie], T0).consent_id == "0"
 
 
-# The rule as DESIGN.md words it, for the property test.
+# The rule as docs/design.md words it, for the property test.
 def reference(histories: list[list[V]], category: str, purpose: str, at: datetime) -> str:
     kinds = set()
     for history in histories:
