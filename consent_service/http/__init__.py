@@ -1,0 +1,1 @@
+"""The HTTP edge: how requests reach the app (serving worker, framing)."""
