@@ -133,6 +133,12 @@ class EdgeWorker(base.Worker):
         super().init_process()
 
     def run(self) -> None:
+        self.log.info(
+            "Worker %s serving: requests must arrive within %gs, bodies up to %d bytes",
+            self.pid,
+            self.limits.read_timeout,
+            self.limits.max_body_bytes,
+        )
         self.selector.register(self.PIPE[0], selectors.EVENT_READ, "wakeup")
         for listener in self.sockets:
             listener.setblocking(False)

@@ -219,8 +219,8 @@ def test_sigterm_lets_the_request_in_flight_finish(server: Server) -> None:
         "Connection: close\r\n\r\n"
     ).encode()
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as client:
-        # A worker takes the request and waits in the view for the rest of
-        # the body: the request is in flight when the signal arrives.
+        # The worker holds the head and part of the body, waiting for the
+        # rest: the request is in flight when the signal arrives.
         client.sendall(head + body[:10])
         time.sleep(0.5)
         os.killpg(server.process.pid, signal.SIGTERM)
