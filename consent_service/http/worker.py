@@ -112,10 +112,11 @@ class Connection:
     addr: Any
     listener: socket.socket
     framer: RequestFramer
-    # When the first byte of the request being received arrived (for a
-    # fresh connection, when it was accepted); None between requests.
+    # When the first byte of the request being received arrived; None
+    # between requests.
     started: float | None
     last_active: float
+    served: int = 0
     buffer: bytearray = field(default_factory=bytearray)
     sent_continue: bool = False
     # Set once an error answer is sent: only draining until this instant.
@@ -197,7 +198,7 @@ class EdgeWorker(base.Worker):
                 addr,
                 listener,
                 RequestFramer(MAX_HEAD_BYTES, self.limits.max_body_bytes),
-                now,
+                None,
                 now,
             )
             self.connections[client.fileno()] = connection
@@ -241,8 +242,9 @@ class EdgeWorker(base.Worker):
             connection.framer.reset()
             connection.sent_continue = False
             connection.started = time.monotonic() if connection.buffer else None
+            connection.served += 1
             if not self._handle(connection, raw):
-                self._close(connection)
+                self._linger(connection)
                 return
             connection.last_active = time.monotonic()
 
@@ -330,6 +332,17 @@ class EdgeWorker(base.Worker):
             request_id,
         )
         self._send(connection, problem_bytes(status, detail, request_id))
+        self._linger(connection)
+
+    def _linger(self, connection: Connection) -> None:
+        """Close the sending side now, and the socket once the client is done.
+
+        Closing a socket with unread request bytes in it makes the kernel
+        reset the connection, which can destroy the answer before the
+        client reads it; so the rest is read and dropped for a moment first.
+        """
+        if connection.sock.fileno() < 0:
+            return
         connection.buffer.clear()
         connection.started = None
         connection.closing_at = time.monotonic() + LINGER_SECONDS
@@ -354,19 +367,19 @@ class EdgeWorker(base.Worker):
             if connection.closing_at is not None:
                 if now > connection.closing_at:
                     self._close(connection)
-            elif connection.started is not None and connection.buffer:
+            elif connection.started is not None:
                 if now - connection.started > self.limits.read_timeout:
                     self._refuse(
                         connection,
                         408,
                         f"The request did not arrive within {self.limits.read_timeout:g} seconds.",
                     )
-            elif connection.started is not None:
-                # Connected but sent nothing: closed without an answer.
-                if now - connection.started > self.limits.read_timeout:
+            else:
+                # Idle: after an answer, for the keep-alive time; a new
+                # connection that sends nothing, for the read timeout.
+                idle = self.cfg.keepalive if connection.served else self.limits.read_timeout
+                if not self.alive or now - connection.last_active > idle:
                     self._close(connection)
-            elif not self.alive or now - connection.last_active > self.cfg.keepalive:
-                self._close(connection)
 
     def _close(self, connection: Connection) -> None:
         if self.connections.pop(connection.sock.fileno(), None) is None:
