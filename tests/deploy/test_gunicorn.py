@@ -277,7 +277,8 @@ def test_forwarded_headers_from_anyone_else_are_ignored(tmp_path: Path) -> None:
     ("variable", "value", "message"),
     [
         ("CONSENT_WEB_CONCURRENCY", "lots", "CONSENT_WEB_CONCURRENCY: must be a whole number"),
-        ("CONSENT_THREADS", "0", "CONSENT_THREADS: must be between 1 and 64, got 0"),
+        ("CONSENT_REQUEST_READ_TIMEOUT", "0", "CONSENT_REQUEST_READ_TIMEOUT: must be positive"),
+        ("CONSENT_REQUEST_READ_TIMEOUT", "301", "CONSENT_REQUEST_READ_TIMEOUT: must be at most"),
         ("CONSENT_TRUSTED_PROXIES", "10.0.0.0/8,ingress", "CONSENT_TRUSTED_PROXIES: 'ingress'"),
     ],
 )
