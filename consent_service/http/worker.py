@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import selectors
 import socket
@@ -42,8 +41,8 @@ from gunicorn.http import errors as http_errors
 from gunicorn.http import wsgi
 from gunicorn.workers import base
 
-from consent_service.api.security import API_CSP, HEADERS
 from consent_service.config import ConfigError, Settings, _positive_int
+from consent_service.http.edge_problems import problem_bytes, status_of
 from consent_service.http.framing import FramingError, RequestFramer
 
 READ_TIMEOUT_ENV = "CONSENT_REQUEST_READ_TIMEOUT"
@@ -55,17 +54,6 @@ RECEIVE_BYTES = 64 * 1024
 # After an error answer, unread request bytes are drained this long so that
 # closing does not reset the connection before the client reads the answer.
 LINGER_SECONDS = 2.0
-STATUS_TITLES = {
-    400: "Bad Request",
-    403: "Forbidden",
-    408: "Request Timeout",
-    413: "Content Too Large",
-    414: "URI Too Long",
-    417: "Expectation Failed",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-}
 
 
 @dataclass(frozen=True)
@@ -83,27 +71,6 @@ class EdgeLimits:
             raise ConfigError(f"{READ_TIMEOUT_ENV}: must be at most 300, got {read_timeout}")
         max_body = _positive_int(env, "CONSENT_MAX_BODY_BYTES", Settings.max_body_bytes)
         return cls(float(read_timeout), max_body)
-
-
-def problem_bytes(status: int, detail: str, request_id: str | None = None) -> bytes:
-    """A complete HTTP/1.1 problem+json answer that closes the connection."""
-    request_id = request_id or str(uuid.uuid4())
-    title = STATUS_TITLES.get(status, "Bad Request")
-    body = {"type": "about:blank", "title": title, "status": status, "request_id": request_id}
-    if detail:
-        body["detail"] = detail
-    payload = json.dumps(body).encode()
-    headers = {
-        "Content-Type": "application/problem+json",
-        "Content-Length": str(len(payload)),
-        "Connection": "close",
-        "Cache-Control": "no-store",
-        "X-Request-Id": request_id,
-        "Content-Security-Policy": API_CSP,
-        **HEADERS,
-    }
-    head = f"HTTP/1.1 {status} {title}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    return head.encode("latin-1") + b"\r\n" + payload
 
 
 @dataclass(eq=False)
@@ -308,7 +275,7 @@ class EdgeWorker(base.Worker):
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         """gunicorn's own errors, as problem+json with the security headers."""
-        status, detail = _status_of(exc)
+        status, detail = status_of(exc)
         request_id = str(uuid.uuid4())
         if status >= 500:
             self.log.exception("Error handling request rid=%s", request_id)
@@ -389,25 +356,6 @@ class EdgeWorker(base.Worker):
         connection.sock.close()
         if self.alive and len(self.connections) < self.cfg.worker_connections:
             self._accept_new(True)
-
-
-def _status_of(exc: BaseException) -> tuple[int, str]:
-    """The status and detail gunicorn would answer for one of its errors."""
-    if isinstance(exc, (http_errors.InvalidResponseHeader, http_errors.InvalidResponseHeaderName)):
-        return 500, ""
-    if isinstance(exc, http_errors.LimitRequestHeaders):
-        return 431, str(exc)
-    if isinstance(exc, http_errors.LimitRequestLine):
-        return 414, str(exc)
-    if isinstance(exc, http_errors.ForbiddenProxyRequest):
-        return 403, "Request forbidden"
-    if isinstance(exc, http_errors.ExpectationFailed):
-        return 417, str(exc)
-    if isinstance(exc, http_errors.ConfigurationProblem):
-        return 500, ""
-    if isinstance(exc, http_errors.ParseException):
-        return 400, str(exc)
-    return 500, ""
 
 
 def _ip(addr: Any) -> str:
