@@ -3,7 +3,8 @@
 For each database (SQLite, PostgreSQL) and each size (10 thousand and
 1 million consents): seed a database (``seed.py``), start the service and
 the bare app (``bare_app.py``) on it under the same gunicorn settings (the
-service's own ``gunicorn_conf``, sync workers, 2 per core), then drive each
+service's own ``gunicorn_conf``: its EdgeWorker, 2 per core, unless
+``--worker-class`` names another for both), then drive each
 with ``wrk`` (``load.py``) in interleaved rounds: this machine is noisy, so
 only figures measured side by side are compared, and the table shows
 medians over rounds. Targets (issue 2): decisions >= 0.8 of the bare
@@ -43,6 +44,7 @@ import load
 import seed
 from sqlalchemy import Engine
 
+from consent_service import gunicorn_conf
 from consent_service.db.session import make_engine
 from consent_service.gunicorn_conf import available_cpus
 
@@ -78,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     results: dict[tuple[str, int, str, str], list[load.Result]] = defaultdict(list)
     print(
-        f"{available_cpus()} CPUs, gunicorn sync x{args.workers}, wrk -t{args.threads} "
-        f"-c{args.connections} -d{args.duration:g}s, {args.rounds} interleaved rounds (medians)",
+        f"{available_cpus()} CPUs, gunicorn {args.worker_class} x{args.workers}, "
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, "
+        f"{args.rounds} interleaved rounds (medians)",
         flush=True,
     )
     for backend in args.backends:
@@ -105,6 +108,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="a PostgreSQL server URL (any database; the benchmark creates its own)",
     )
     parser.add_argument("--workers", type=int, default=2 * available_cpus())
+    parser.add_argument(
+        "--worker-class",
+        default=gunicorn_conf.worker_class,
+        help="gunicorn worker class for the service and the bare app alike (e.g. sync)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument(
@@ -181,6 +189,8 @@ def _gunicorn(args: argparse.Namespace, name: str, url: str, app: str) -> Iterat
         "python:consent_service.gunicorn_conf",
         "--workers",
         str(args.workers),
+        "--worker-class",
+        args.worker_class,
         "--bind",
         f"127.0.0.1:{port}",
         "--pythonpath",

@@ -2,9 +2,10 @@
 
 Loaded with ``-c python:consent_service.gunicorn_conf``; gunicorn reads the
 module-level names below. Operators tune it with ``CONSENT_WEB_CONCURRENCY``
-(worker processes), ``CONSENT_THREADS`` (threads per worker) and
-``CONSENT_TRUSTED_PROXIES`` (who may set ``X-Forwarded-*``); a bad value
-stops start-up with one line naming the variable.
+(worker processes), ``CONSENT_REQUEST_READ_TIMEOUT`` (seconds a request may
+take to arrive), ``CONSENT_MAX_BODY_BYTES`` and ``CONSENT_TRUSTED_PROXIES``
+(who may set ``X-Forwarded-*``); a bad value stops start-up with one line
+naming the variable.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from consent_service.config import ConfigError, Settings
+from consent_service.http.worker import EdgeLimits
 from consent_service.metrics import MULTIPROC_DIR_ENV
+from consent_service.ratelimits import prepare_counter_store
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -130,15 +134,27 @@ def _is_address(value: str) -> bool:
     return True
 
 
-# Workers: sync workers at 2 per core gave the best throughput and tail in
-# hello-world runs under wrk on 2 cores; threads only help when requests wait on I/O.
+# Workers: 2 per core measured best for throughput and tail. Each is an
+# EdgeWorker: it receives requests from all its connections at once and
+# hands only complete ones to the app, one at a time, so slow or broken
+# clients cannot hold it (see consent_service/http/worker.py).
 workers = _env_int("CONSENT_WEB_CONCURRENCY", 2 * available_cpus())
-threads = _env_int("CONSENT_THREADS", 1, maximum=64)
-worker_class = "sync" if threads == 1 else "gthread"
+worker_class = "consent_service.http.worker.EdgeWorker"
+# Connections one worker holds open (most of them idle or still arriving);
+# below the usual 1024 open files per process.
+worker_connections = 512
+try:
+    EDGE_LIMITS = EdgeLimits.from_env()
+except ConfigError as error:
+    sys.exit(str(error))
+if os.environ.get("CONSENT_THREADS", "").strip():
+    print("CONSENT_THREADS is no longer used: ignored (see docs/operations.md)", file=sys.stderr)
 
-# Timeouts: a request is killed after 30 s (PostgreSQL statements stop at
-# 10 s); on SIGTERM a worker gets 30 s to finish what it is doing. The
-# chart's terminationGracePeriodSeconds (45) covers this plus preStop.
+# Timeouts: a request is killed after 30 s of handling (PostgreSQL
+# statements stop at 10 s); one that has not fully arrived within
+# CONSENT_REQUEST_READ_TIMEOUT (10 s) gets 408; on SIGTERM a worker gets
+# 30 s to finish what it is doing. The chart's
+# terminationGracePeriodSeconds (45) covers this plus preStop.
 timeout = 30
 graceful_timeout = 30
 keepalive = 5
@@ -175,7 +191,10 @@ _created_metrics_dirs: list[str] = []
 
 
 def on_starting(server: Any) -> None:
-    """Prepare the Prometheus directory before any worker forks.
+    """Prepare what every worker needs before any of them forks.
+
+    The rate-limit counters' SQLite file and table are created here, once:
+    created by each worker at boot, two of them could race.
 
     A directory given by the operator is emptied (files from an earlier run
     would be added to this one's counters); otherwise a fresh one is made
@@ -193,6 +212,11 @@ def on_starting(server: Any) -> None:
         _created_metrics_dirs.append(path)
     _use_multiprocess_values()
     server.log.info("Prometheus multiprocess directory: %s", path)
+    prepare_counter_store(
+        os.environ.get("CONSENT_DATABASE_URL", "").strip() or Settings.database_url,
+        os.environ.get("CONSENT_RATE_LIMITS", "").strip() or Settings.rate_limits,
+        os.environ.get("CONSENT_RATE_LIMIT_STORAGE", "").strip() or Settings.rate_limit_storage,
+    )
 
 
 def _use_multiprocess_values() -> None:

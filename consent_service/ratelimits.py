@@ -30,6 +30,7 @@ from sqlalchemy import Engine, Table, case, create_engine, event, literal, selec
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.schema import CreateTable
 
 from consent_service.db.audit_models import RateLimitCounter
 
@@ -159,6 +160,31 @@ def counter_engine(database_url: str, main_engine: Engine) -> Engine:
     path = url.database
     if not path or path == ":memory:":
         raise ValueError("database rate-limit storage needs a file or PostgreSQL database")
+    engine = _sqlite_counter_engine(path)
+    _create_counter_table(engine)
+    return engine
+
+
+def prepare_counter_store(database_url: str, setting: str, storage_setting: str) -> None:
+    """Create the SQLite counter file and its table once, before workers fork.
+
+    Called by gunicorn's master (``gunicorn_conf.on_starting``): workers then
+    find the table there at boot. On PostgreSQL the table comes with the
+    migrations, and other storages need nothing.
+    """
+    url = make_url(database_url)
+    if setting.strip() == "off" or storage_setting != "database":
+        return
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return
+    engine = _sqlite_counter_engine(url.database)
+    try:
+        _create_counter_table(engine)
+    finally:
+        engine.dispose()
+
+
+def _sqlite_counter_engine(path: str) -> Engine:
     engine = create_engine(
         f"sqlite:///{path}.ratelimits",
         connect_args={"timeout": 10, "check_same_thread": False, "isolation_level": None},
@@ -172,8 +198,15 @@ def counter_engine(database_url: str, main_engine: Engine) -> Engine:
         cursor.execute("PRAGMA synchronous=OFF")
         cursor.close()
 
-    cast(Table, RateLimitCounter.__table__).create(engine, checkfirst=True)
     return engine
+
+
+def _create_counter_table(engine: Engine) -> None:
+    # One statement, CREATE TABLE IF NOT EXISTS: a check followed by a
+    # create (checkfirst) lets two processes both see no table and both
+    # create it, and the second fails.
+    with engine.begin() as connection:
+        connection.execute(CreateTable(cast(Table, RateLimitCounter.__table__), if_not_exists=True))
 
 
 @dataclass(frozen=True)

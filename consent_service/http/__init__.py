@@ -1,1 +1,1 @@
-"""HTTP machinery shared by the API and the patient form."""
+"""HTTP machinery shared by the API and the patient form, and the serving edge."""

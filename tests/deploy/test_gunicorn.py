@@ -234,8 +234,8 @@ def test_sigterm_lets_the_request_in_flight_finish(server: Server) -> None:
         "Connection: close\r\n\r\n"
     ).encode()
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as client:
-        # A worker takes the request and waits in the view for the rest of
-        # the body: the request is in flight when the signal arrives.
+        # The worker holds the head and part of the body, waiting for the
+        # rest: the request is in flight when the signal arrives.
         client.sendall(head + body[:10])
         wait_until(lambda: accepted(server.port, client.getsockname()[1]), 10, "a worker to accept")
         os.killpg(server.process.pid, signal.SIGTERM)
@@ -293,7 +293,8 @@ def test_forwarded_headers_from_anyone_else_are_ignored(tmp_path: Path) -> None:
     ("variable", "value", "message"),
     [
         ("CONSENT_WEB_CONCURRENCY", "lots", "CONSENT_WEB_CONCURRENCY: must be a whole number"),
-        ("CONSENT_THREADS", "0", "CONSENT_THREADS: must be between 1 and 64, got 0"),
+        ("CONSENT_REQUEST_READ_TIMEOUT", "0", "CONSENT_REQUEST_READ_TIMEOUT: must be positive"),
+        ("CONSENT_REQUEST_READ_TIMEOUT", "301", "CONSENT_REQUEST_READ_TIMEOUT: must be at most"),
         ("CONSENT_TRUSTED_PROXIES", "10.0.0.0/8,ingress", "CONSENT_TRUSTED_PROXIES: 'ingress'"),
     ],
 )

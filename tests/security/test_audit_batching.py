@@ -346,7 +346,7 @@ def test_pending_entries_are_appended_at_interpreter_exit(
 
 @pytest.mark.slow
 def test_gunicorn_workers_append_their_pending_entries_on_sigterm(tmp_path: Path) -> None:
-    """The real exit path: sync workers leave through ``sys.exit``, so ``atexit`` runs."""
+    """The real exit path: gunicorn workers leave through ``sys.exit``, so ``atexit`` runs."""
     database = tmp_path / "consent.db"
 
     def count() -> int:

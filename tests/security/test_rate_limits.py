@@ -87,6 +87,14 @@ def _get(url: str, headers: dict[str, str]) -> int:
         return 0
 
 
+def _pids_that_answered(access_log: Path, path: str) -> set[str]:
+    """Worker pids in the access log lines (``%(p)s %(s)s %(U)s``) of ``path``."""
+    if not access_log.exists():
+        return set()
+    lines = access_log.read_text().splitlines()
+    return {line.split()[0] for line in lines if line.endswith(f" {path}")}
+
+
 @pytest.mark.slow
 def test_the_limit_holds_across_two_gunicorn_workers(
     database: Database, api_key: KeyFactory, tmp_path: Path
@@ -99,17 +107,20 @@ def test_the_limit_holds_across_two_gunicorn_workers(
         "CONSENT_RATE_LIMITS": "reads=20/minute",
         "PYTHONPATH": str(REPO_ROOT),
     }
+    access_log = tmp_path / "access.log"
     server = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "gunicorn",
+            "-c",
+            "python:consent_service.gunicorn_conf",
             "--workers",
             "2",
             "--bind",
             f"127.0.0.1:{port}",
             "--access-logfile",
-            str(tmp_path / "access.log"),
+            str(access_log),
             "--access-logformat",
             "%(p)s %(s)s %(U)s",
             "consent_service:create_app()",
@@ -121,20 +132,23 @@ def test_the_limit_holds_across_two_gunicorn_workers(
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while _get(f"{base}/healthz", {}) != 200:
-            assert time.monotonic() < deadline, "gunicorn did not start"
-            time.sleep(0.2)
-        headers = api_key(scopes=("consents:read",))
+        # /healthz is not rate limited: drive it until both workers have
+        # answered, so that both are up before the budget is spent.
+        deadline = time.monotonic() + 60
         with ThreadPoolExecutor(max_workers=8) as pool:
-            statuses = list(pool.map(lambda _: _get(f"{base}/v1/consents", headers), range(40)))
-        assert Counter(statuses) == {200: 20, 429: 20}
-        pids = {
-            line.split()[0]
-            for line in (tmp_path / "access.log").read_text().splitlines()
-            if line.endswith(" /v1/consents")
-        }
-        assert len(pids) == 2, "both workers must have answered"
+            while len(_pids_that_answered(access_log, "/healthz")) < 2:
+                assert server.poll() is None, "gunicorn exited"
+                assert time.monotonic() < deadline, "both workers never answered /healthz"
+                list(pool.map(lambda _: _get(f"{base}/healthz", {}), range(8)))
+            # Then spend the budget, in concurrent batches, until both
+            # workers have counted requests: the limit is then proved to be
+            # shared, whichever worker took which request.
+            headers = api_key(scopes=("consents:read",))
+            statuses: list[int] = []
+            while len(statuses) < 40 or len(_pids_that_answered(access_log, "/v1/consents")) < 2:
+                assert time.monotonic() < deadline, "both workers never answered /v1/consents"
+                statuses += pool.map(lambda _: _get(f"{base}/v1/consents", headers), range(8))
+        assert Counter(statuses) == {200: 20, 429: len(statuses) - 20}
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
