@@ -10,11 +10,11 @@ by its form.
 from __future__ import annotations
 
 import json
-import uuid
 
 from gunicorn.http import errors as http_errors
 
 from consent_service.api.security import API_CSP, HEADERS
+from consent_service.http.request_ids import new_request_id
 
 STATUS_TITLES = {
     400: "Bad Request",
@@ -30,7 +30,7 @@ STATUS_TITLES = {
 
 def problem_bytes(status: int, detail: str, request_id: str | None = None) -> bytes:
     """A complete HTTP/1.1 problem+json answer that closes the connection."""
-    request_id = request_id or str(uuid.uuid4())
+    request_id = request_id or new_request_id()
     title = STATUS_TITLES.get(status, "Bad Request")
     body = {"type": "about:blank", "title": title, "status": status, "request_id": request_id}
     if detail:

@@ -30,7 +30,6 @@ import os
 import selectors
 import socket
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,6 +43,7 @@ from gunicorn.workers import base
 from consent_service.config import ConfigError, Settings, _positive_int
 from consent_service.http.edge_problems import problem_bytes, status_of
 from consent_service.http.framing import FramingError, RequestFramer
+from consent_service.http.request_ids import new_request_id
 
 READ_TIMEOUT_ENV = "CONSENT_REQUEST_READ_TIMEOUT"
 DEFAULT_READ_TIMEOUT = 10
@@ -276,7 +276,7 @@ class EdgeWorker(base.Worker):
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         """gunicorn's own errors, as problem+json with the security headers."""
         status, detail = status_of(exc)
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         if status >= 500:
             self.log.exception("Error handling request rid=%s", request_id)
         else:
@@ -290,7 +290,7 @@ class EdgeWorker(base.Worker):
 
     def _refuse(self, connection: Connection, status: int, detail: str) -> None:
         """Answer an error, stop reading requests, linger so the answer arrives."""
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         self.log.warning(
             "Refused request from ip=%s: %s %s rid=%s",
             _ip(connection.addr),
