@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -300,3 +301,19 @@ def _kafka_client_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "kafka_ssl_cafile": cafile,
         "relay_metrics_port": port,
     }
+
+
+def load_settings(*uses: str) -> Settings:
+    """Settings from the environment, or one clear line and exit status 2 (for commands).
+
+    ``uses``: the key variables the command uses; each one left to its
+    development value is warned about, once.
+    """
+    try:
+        settings = Settings.from_env()
+    except ConfigError as error:
+        print(f"consent-service: configuration error: {error}", file=sys.stderr)
+        sys.exit(2)
+    if uses:
+        settings.warn_development_keys(*uses)
+    return settings

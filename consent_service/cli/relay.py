@@ -14,6 +14,7 @@ from types import FrameType
 
 import click
 
+from consent_service.config import load_settings
 from consent_service.db.session import Database
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 )
 def relay(metrics_host: str, metrics_port: int | None) -> None:
     """Publish the outbox to Kafka and expire consents (runs until SIGTERM)."""
-    from consent_service.cli import load_settings
     from consent_service.outbox.lease import lease_for
     from consent_service.outbox.publisher import KafkaPublisher
     from consent_service.outbox.relay import Relay, RelayOptions
@@ -77,7 +77,6 @@ def relay(metrics_host: str, metrics_port: int | None) -> None:
 @click.command()
 def expire() -> None:
     """Expire consents whose valid_until has passed (for a CronJob), then exit."""
-    from consent_service.cli import load_settings
     from consent_service.outbox.expiry import expire_due
 
     database = Database(load_settings().database_url)

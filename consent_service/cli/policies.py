@@ -8,6 +8,7 @@ from typing import TextIO
 
 import click
 
+from consent_service.config import load_settings
 from consent_service.db.session import Database
 from consent_service.services import policies as service
 from consent_service.services.errors import DomainError
@@ -15,9 +16,6 @@ from consent_service.timefmt import format_instant, utcnow
 
 
 def _database() -> Database:
-    # Imported here: consent_service.cli imports this module.
-    from consent_service.cli import load_settings
-
     return Database(load_settings().database_url)
 
 

@@ -10,37 +10,16 @@ from typing import Any
 import click
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from consent_service import cli_keys
-from consent_service.cli_audit import audit_group
-from consent_service.config import (
-    DEVELOPMENT_KEY_WARNINGS,
-    DEVELOPMENT_KEYS_WARNED,
-    ConfigError,
-    Settings,
-)
+from consent_service.cli import keys as cli_keys
+from consent_service.cli import policies as web_cli
+from consent_service.cli import relay as outbox_cli
+from consent_service.cli.audit import audit_group
+from consent_service.config import DEVELOPMENT_KEY_WARNINGS, DEVELOPMENT_KEYS_WARNED, load_settings
 from consent_service.db.migrate import upgrade
 from consent_service.db.session import Database
-from consent_service.outbox import cli as outbox_cli
 from consent_service.services import clients as client_service
 from consent_service.services.errors import DomainError
 from consent_service.timefmt import format_instant, utcnow
-from consent_service.web import cli as web_cli
-
-
-def load_settings(*uses: str) -> Settings:
-    """Settings from the environment, or one clear line and exit status 2.
-
-    ``uses``: the key variables this command uses; each one left to its
-    development value is warned about, once.
-    """
-    try:
-        settings = Settings.from_env()
-    except ConfigError as error:
-        click.echo(f"consent-service: configuration error: {error}", err=True)
-        sys.exit(2)
-    if uses:
-        settings.warn_development_keys(*uses)
-    return settings
 
 
 class _MainGroup(click.Group):

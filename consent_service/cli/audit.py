@@ -9,14 +9,13 @@ from typing import IO, Any
 
 import click
 
+from consent_service.config import load_settings
 from consent_service.db.session import Database
 from consent_service.services import audit
 from consent_service.timefmt import utcnow
 
 
 def _database() -> Database:
-    from consent_service.cli import load_settings
-
     settings = load_settings("CONSENT_AUDIT_KEYS")
     audit.configure(settings.audit_keys)
     return Database(settings.database_url)

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import click
 
+from consent_service.config import load_settings
 from consent_service.db.session import Database
 from consent_service.services import clients as client_service
 from consent_service.services.errors import DomainError
@@ -26,7 +27,6 @@ from consent_service.timefmt import format_instant, utcnow
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def rotate(client_id: str, grace_hours: int, expires_in_days: int | None, as_json: bool) -> None:
     """Issue a second key for CLIENT_ID; the current one stops after the grace period."""
-    from consent_service.cli import load_settings
 
     settings = load_settings("CONSENT_API_KEY_PEPPER")
     now = utcnow()
@@ -55,7 +55,6 @@ def rotate(client_id: str, grace_hours: int, expires_in_days: int | None, as_jso
 @click.argument("prefix")
 def revoke_key(prefix: str) -> None:
     """Stop one key at once, by its prefix (the part after ``csk_``)."""
-    from consent_service.cli import load_settings
 
     try:
         with Database(load_settings().database_url).transaction() as session:
