@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any
@@ -10,16 +9,9 @@ from typing import Any
 import click
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from consent_service.cli import keys as cli_keys
-from consent_service.cli import policies as web_cli
-from consent_service.cli import relay as outbox_cli
-from consent_service.cli.audit import audit_group
+from consent_service.cli import audit, clients, db, policies, relay
 from consent_service.config import DEVELOPMENT_KEY_WARNINGS, DEVELOPMENT_KEYS_WARNED, load_settings
 from consent_service.db.migrate import upgrade
-from consent_service.db.session import Database
-from consent_service.services import clients as client_service
-from consent_service.services.errors import DomainError
-from consent_service.timefmt import format_instant, utcnow
 
 
 class _MainGroup(click.Group):
@@ -84,97 +76,9 @@ def serve(bind: str, workers: int | None) -> None:
     os.execv(sys.executable, [*args, "consent_service:create_app()"])  # noqa: S606
 
 
-@main.group()
-def db() -> None:
-    """Database schema."""
-
-
-@db.command("upgrade")
-@click.option("--revision", default="head", show_default=True)
-def db_upgrade(revision: str) -> None:
-    """Apply Alembic migrations up to REVISION."""
-    settings = load_settings()
-    upgrade(settings.database_url, revision)
-    click.echo(f"database at {revision}")
-
-
-@main.group()
-def clients() -> None:
-    """Partner API clients and their keys."""
-
-
-@clients.command("create")
-@click.option("--org", "organization", required=True, help="The organization (tenant).")
-@click.option(
-    "--scopes",
-    required=True,
-    help=f"Comma separated, among: {', '.join(client_service.SCOPES)}.",
-)
-@click.option("--name", default="", help="A label for people (not a secret).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def clients_create(organization: str, scopes: str, name: str, as_json: bool) -> None:
-    """Create a client; its API key is printed once and stored only hashed."""
-    settings = load_settings("CONSENT_API_KEY_PEPPER")
-    database = Database(settings.database_url)
-    try:
-        with database.transaction() as session:
-            client, api_key = client_service.create_client(
-                session,
-                organization=organization,
-                scopes=[scope.strip() for scope in scopes.split(",") if scope.strip()],
-                name=name or organization,
-                now=utcnow(),
-                peppers=settings.api_key_peppers,
-            )
-    except DomainError as error:
-        raise click.UsageError(error.detail) from None
-    if as_json:
-        click.echo(json.dumps({"client_id": client.id, "api_key": api_key}))
-    else:
-        click.echo(f"client_id: {client.id}\napi_key:   {api_key}\n(shown once: store it now)")
-
-
-@clients.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def clients_list(as_json: bool) -> None:
-    """List clients (never their keys)."""
-    database = Database(load_settings().database_url)
-    with database.reading() as session:
-        rows: list[dict[str, Any]] = [
-            {
-                "client_id": client.id,
-                "organization": client.organization,
-                "name": client.name,
-                "scopes": client.scopes,
-                "created_at": format_instant(client.created_at),
-                "revoked_at": format_instant(client.revoked_at) if client.revoked_at else None,
-            }
-            for client in client_service.list_clients(session)
-        ]
-    if as_json:
-        click.echo(json.dumps(rows))
-        return
-    for row in rows:
-        state = "revoked" if row["revoked_at"] else "active"
-        click.echo(f"{row['client_id']}  {row['organization']}  {','.join(row['scopes'])}  {state}")
-
-
-@clients.command("revoke")
-@click.argument("client_id")
-def clients_revoke(client_id: str) -> None:
-    """Revoke a client's key at once."""
-    database = Database(load_settings().database_url)
-    try:
-        with database.transaction() as session:
-            client_service.revoke_client(session, client_id=client_id, now=utcnow())
-    except DomainError as error:
-        raise click.ClickException(error.detail) from None
-    click.echo(f"revoked {client_id}")
-
-
-main.add_command(outbox_cli.relay)
-main.add_command(outbox_cli.expire)
-main.add_command(web_cli.policies)
-main.add_command(audit_group)
-clients.add_command(cli_keys.rotate)
-clients.add_command(cli_keys.revoke_key)
+main.add_command(db.db)
+main.add_command(clients.clients)
+main.add_command(relay.relay)
+main.add_command(relay.expire)
+main.add_command(policies.policies)
+main.add_command(audit.audit_group)
