@@ -13,10 +13,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from consent_service.db.base import Base, UTCDateTime
-
-# SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere.
-_BigId = BigInteger().with_variant(Integer(), "sqlite")
+from consent_service.db.base import Base, BigId, UTCDateTime
 
 
 class AuditEntry(Base):
@@ -29,7 +26,7 @@ class AuditEntry(Base):
         Index("ix_audit_entries_org_occurred_at", "organization", "occurred_at"),
     )
 
-    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     shard: Mapped[str] = mapped_column(String(64))
     seq: Mapped[int] = mapped_column(BigInteger)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -56,7 +53,7 @@ class AuditCheckpoint(Base):
 
     __tablename__ = "audit_checkpoints"
 
-    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     kind: Mapped[str] = mapped_column(String(16))
     body: Mapped[str] = mapped_column(Text)

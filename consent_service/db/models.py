@@ -26,10 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from consent_service.db.base import Base, UTCDateTime
-
-# SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
+from consent_service.db.base import Base, BigId, UTCDateTime
 
 
 class ApiClient(Base):

@@ -22,8 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from consent_service.db.base import Base, UTCDateTime
-from consent_service.db.models import BigId
+from consent_service.db.base import Base, BigId, UTCDateTime
 
 
 class ConsentRequest(Base):
