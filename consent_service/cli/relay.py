@@ -77,7 +77,7 @@ def relay(metrics_host: str, metrics_port: int | None) -> None:
 @click.command()
 def expire() -> None:
     """Expire consents whose valid_until has passed (for a CronJob), then exit."""
-    from consent_service.outbox.expiry import expire_due
+    from consent_service.services.expiry import expire_due
 
     database = Database(load_settings().database_url)
     try:

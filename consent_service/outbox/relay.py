@@ -46,11 +46,11 @@ from consent_service.db.models import OutboxEvent
 from consent_service.db.session import Database
 from consent_service.outbox import relay_metrics
 from consent_service.outbox.envelope import Envelope, PoisonEvent, topic_for
-from consent_service.outbox.expiry import expire_due
 from consent_service.outbox.lease import Lease
 from consent_service.outbox.publisher import Message, Publisher, PublishError
 from consent_service.outbox.sequencer import assign_positions
 from consent_service.outbox.wakeup import Wakeup, wakeup_for
+from consent_service.services.expiry import expire_due
 from consent_service.timefmt import utcnow
 
 log = logging.getLogger(__name__)

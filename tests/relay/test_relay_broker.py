@@ -31,12 +31,12 @@ from consent_service.config import Settings
 from consent_service.db.models import ConsentVersion, OutboxEvent
 from consent_service.db.session import Database
 from consent_service.outbox import relay_metrics
-from consent_service.outbox.expiry import expire_due
 from consent_service.outbox.lease import lease_for
 from consent_service.outbox.publisher import KafkaPublisher
 from consent_service.outbox.relay import Relay, RelayOptions
 from consent_service.services.consents import Actor, revoke_consent
 from consent_service.services.errors import DomainError
+from consent_service.services.expiry import expire_due
 from consent_service.timefmt import utcnow
 from tests.conftest import REPO_ROOT, TEST_SECRET_KEYS, consent_body
 from tests.relay.conftest import Writes, assert_in_order, check_records, header_map

@@ -15,7 +15,6 @@ from consent_service.db.models import Consent, ConsentVersion, OutboxEvent
 from consent_service.db.request_models import ConsentRequest
 from consent_service.db.session import Database
 from consent_service.outbox.envelope import Envelope, PoisonEvent
-from consent_service.outbox.expiry import expire_due
 from consent_service.outbox.lease import FileLease, PostgresLease, lease_for
 from consent_service.outbox.publisher import InMemoryPublisher, Message, PublishError
 from consent_service.outbox.relay import Relay, RelayOptions
@@ -23,6 +22,7 @@ from consent_service.outbox.relay_metrics import Heartbeat, serve_metrics
 from consent_service.outbox.validation import InvalidEventData
 from consent_service.outbox.writer import add_event
 from consent_service.services.consents import Actor
+from consent_service.services.expiry import expire_due
 from consent_service.services.requests import create_request
 from consent_service.timefmt import utcnow
 from tests.relay.conftest import Writes, assert_in_order, check_records
