@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,7 +25,6 @@ from typing import Any, Protocol
 import jsonschema_rs
 from jsonschema import Draft202012Validator
 
-from consent_service.outbox.publisher import Message
 from consent_service.outbox.writer import EVENT_TYPES, SPEC_VERSION, event_source
 from consent_service.timefmt import format_instant
 
@@ -34,6 +34,16 @@ from consent_service.timefmt import format_instant
 SCHEMA_DIR = Path(__file__).resolve().parent / "event_schemas"
 TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 CONTENT_TYPE = b"application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One Kafka record: CloudEvents binary mode (``ce_*`` headers, value = data)."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
 
 
 class PoisonEvent(Exception):
