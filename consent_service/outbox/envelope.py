@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from consent_service.outbox.publisher import Message
 from consent_service.outbox.validation import EventSchemas, InvalidEventData, shared
 from consent_service.outbox.writer import SPEC_VERSION, event_source
 from consent_service.timefmt import format_instant
@@ -28,6 +28,16 @@ from consent_service.timefmt import format_instant
 ZERO = timedelta(0)
 TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 CONTENT_TYPE = b"application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One Kafka record: CloudEvents binary mode (``ce_*`` headers, value = data)."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
 
 
 class PoisonEvent(Exception):

@@ -30,6 +30,7 @@ from kafka.errors import (
 )
 
 from consent_service.config import Settings
+from consent_service.outbox.envelope import Message
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +40,6 @@ MESSAGE_REJECTIONS = (MessageSizeTooLargeError, RecordListTooLargeError, Invalid
 
 class PublishError(Exception):
     """The broker cannot be reached or refuses the round; retry later."""
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One Kafka record: CloudEvents binary mode (``ce_*`` headers, value = data)."""
-
-    topic: str
-    key: bytes
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...]
 
 
 @dataclass(frozen=True, slots=True)

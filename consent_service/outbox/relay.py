@@ -45,9 +45,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from consent_service.db.models import OutboxEvent
 from consent_service.db.session import Database
 from consent_service.outbox import relay_metrics
-from consent_service.outbox.envelope import Envelope, PoisonEvent, topic_for
+from consent_service.outbox.envelope import Envelope, Message, PoisonEvent, topic_for
 from consent_service.outbox.lease import Lease
-from consent_service.outbox.publisher import Message, Publisher, PublishError
+from consent_service.outbox.publisher import Publisher, PublishError
 from consent_service.outbox.sequencer import assign_positions
 from consent_service.outbox.wakeup import Wakeup, wakeup_for
 from consent_service.services.expiry import expire_due

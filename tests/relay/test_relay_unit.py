@@ -14,9 +14,9 @@ from sqlalchemy import select, text, update
 from consent_service.db.models import Consent, ConsentVersion, OutboxEvent
 from consent_service.db.request_models import ConsentRequest
 from consent_service.db.session import Database
-from consent_service.outbox.envelope import Envelope, PoisonEvent
+from consent_service.outbox.envelope import Envelope, Message, PoisonEvent
 from consent_service.outbox.lease import FileLease, PostgresLease, lease_for
-from consent_service.outbox.publisher import InMemoryPublisher, Message, PublishError
+from consent_service.outbox.publisher import InMemoryPublisher, PublishError
 from consent_service.outbox.relay import Relay, RelayOptions
 from consent_service.outbox.relay_metrics import Heartbeat, serve_metrics
 from consent_service.outbox.validation import InvalidEventData
