@@ -10,7 +10,7 @@ from flask_smorest import Api
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from consent_service.api import audit, consents, decisions, events, health
+from consent_service.api import consents, decisions, events, health
 from consent_service.api import requests as consent_requests
 from consent_service.api.apidoc import ConsentApi, document_vocabularies
 from consent_service.api.context import ServiceState
@@ -24,6 +24,7 @@ from consent_service.api.problems import (
     problem,
 )
 from consent_service.api.security import register_security
+from consent_service.audit import views as audit
 from consent_service.config import Settings
 from consent_service.db.session import Database
 from consent_service.services.errors import DomainError

@@ -26,17 +26,17 @@ from flask import Response, g, request
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
-from consent_service.api.audit_writer import BatchWriter
+from consent_service import audit
 from consent_service.api.context import ServiceState, state
 from consent_service.api.problems import problem
 from consent_service.api.schemas import IDENTIFIER
+from consent_service.audit.writer import BatchWriter
 from consent_service.db.session import (
     POSTGRES_CONNECT_TIMEOUT_S,
     POSTGRES_STATEMENT_TIMEOUT_MS,
     Database,
     make_engine,
 )
-from consent_service.services import audit
 from consent_service.services.clients import AuthResult
 from consent_service.timefmt import utcnow
 
