@@ -11,7 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
-from consent_service.api import audit, consents, decisions, events, health
+from consent_service.api import consents, decisions, events, health
 from consent_service.api import requests as consent_requests
 from consent_service.api.apidoc import ConsentApi, document_vocabularies
 from consent_service.api.context import ServiceState
@@ -26,6 +26,7 @@ from consent_service.api.problems import (
 )
 from consent_service.api.schemas import IDENTIFIER
 from consent_service.api.security import register_security
+from consent_service.audit import views as audit
 from consent_service.config import DEVELOPMENT_KEYS_WARNED, Settings
 from consent_service.db.session import Database
 from consent_service.fhir import register_fhir

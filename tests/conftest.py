@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
 from consent_service import create_app
-from consent_service.api import audit_writer
+from consent_service.audit import writer as audit_writer
 from consent_service.config import Settings
 from consent_service.db.base import Base
 from consent_service.db.migrate import upgrade

@@ -9,7 +9,8 @@ from typing import Any
 import click
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from consent_service.cli import audit, clients, db, policies, relay
+from consent_service.audit import cli as audit
+from consent_service.cli import clients, db, policies, relay
 from consent_service.config import DEVELOPMENT_KEY_WARNINGS, DEVELOPMENT_KEYS_WARNED, load_settings
 from consent_service.db.migrate import upgrade
 

@@ -19,10 +19,10 @@ import helm_python as helm
 import pytest
 from sqlalchemy import update
 
+from consent_service import audit
 from consent_service.config import Settings
 from consent_service.db.audit_models import AuditCheckpoint, AuditEntry
 from consent_service.db.session import Database
-from consent_service.services import audit
 from consent_service.timefmt import utcnow
 from tests.deploy.conftest import FULLNAME, one, pod_environment, pod_specs, render
 

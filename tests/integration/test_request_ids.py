@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from consent_service.api import audit_writer
+from consent_service.audit import writer as audit_writer
 from consent_service.db.audit_models import AuditEntry
 from consent_service.db.session import Database
 from consent_service.http import request_ids

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from consent_service.api import audit_writer
+from consent_service import audit
+from consent_service.audit import writer as audit_writer
 from consent_service.db.audit_models import AuditEntry
 from consent_service.db.session import Database
-from consent_service.services import audit
 
 
 @pytest.fixture(autouse=True)

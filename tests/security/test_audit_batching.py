@@ -34,12 +34,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
-from consent_service import create_app
-from consent_service.api import audit_trail, audit_writer
+from consent_service import audit, create_app
+from consent_service.audit import trail as audit_trail
+from consent_service.audit import writer as audit_writer
 from consent_service.config import ConfigError, Settings
 from consent_service.db.audit_models import AuditEntry
 from consent_service.db.session import Database, make_engine
-from consent_service.services import audit
 from consent_service.timefmt import utcnow
 from tests.conftest import REPO_ROOT, KeyFactory
 from tests.deploy.test_gunicorn import running_server
@@ -297,7 +297,7 @@ EXITING_PROCESS = textwrap.dedent(
     """
     import os, sys
     from consent_service import create_app
-    from consent_service.api import audit_trail
+    from consent_service.audit import trail as audit_trail
     from consent_service.config import Settings
     from consent_service.db.session import Database
 

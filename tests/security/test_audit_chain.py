@@ -12,12 +12,12 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy import delete, func, insert, select, text, update
 
-from consent_service.api import audit_writer
+from consent_service import audit
+from consent_service.audit import writer as audit_writer
 from consent_service.cli import main
 from consent_service.db.audit_models import AuditCheckpoint, AuditEntry
 from consent_service.db.models import ConsentVersion
 from consent_service.db.session import Database
-from consent_service.services import audit
 from consent_service.timefmt import utcnow
 from tests.conftest import KeyFactory, consent_body
 from tests.factories import grant

@@ -20,13 +20,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from consent_service import create_app
-from consent_service.api import audit_writer
+from consent_service import audit, create_app
+from consent_service.audit import writer as audit_writer
 from consent_service.config import Settings
 from consent_service.db.audit_models import AuditEntry
 from consent_service.db.models import Consent, ConsentVersion, OutboxEvent
 from consent_service.db.session import Database
-from consent_service.services import audit
 from tests.conftest import TEST_SECRET_KEYS, KeyFactory, consent_body
 from tests.support.waiting import wait_until
 from tests.web.conftest import forms, local, request_body

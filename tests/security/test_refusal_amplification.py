@@ -12,11 +12,10 @@ from datetime import timedelta
 
 from flask.testing import FlaskClient
 
-from consent_service import create_app
-from consent_service.api.refusals import RefusalTally, Source
+from consent_service import audit, create_app
+from consent_service.audit.refusals import RefusalTally, Source
 from consent_service.config import Settings
 from consent_service.db.session import Database
-from consent_service.services import audit
 from consent_service.timefmt import utcnow
 from tests.conftest import KeyFactory
 from tests.security.conftest import audit_rows

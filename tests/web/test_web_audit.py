@@ -20,12 +20,12 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, text, update
 
-from consent_service.api import audit_writer
+from consent_service import audit
+from consent_service.audit import writer as audit_writer
 from consent_service.cli import main
 from consent_service.db.audit_models import AuditEntry
 from consent_service.db.request_models import ConsentRequest
 from consent_service.db.session import Database
-from consent_service.services import audit
 from consent_service.timefmt import utcnow
 from consent_service.web import links
 from tests.conftest import TEST_SECRET_KEYS, consent_body

@@ -9,9 +9,9 @@ from typing import IO, Any
 
 import click
 
+from consent_service import audit
 from consent_service.config import load_settings
 from consent_service.db.session import Database
-from consent_service.services import audit
 from consent_service.timefmt import utcnow
 
 

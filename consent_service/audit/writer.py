@@ -44,7 +44,7 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy import Connection, Engine
 
-from consent_service.services import audit
+from consent_service import audit
 from consent_service.timefmt import utcnow
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ them a few milliseconds later on a connection of its own; with
 appended in the request. Writes that recorded a consent version were already
 audited inside their own transaction (``services.audit``), so they are not
 appended twice. Refused keys are not recorded one by one but summed up per
-source and window (``api.refusals``).
+source and window (``audit.refusals``).
 
 A read whose audit entry cannot be written in the request is not answered:
 the caller gets 503 instead of consent data that nobody could later account
@@ -28,18 +28,18 @@ from flask import Response, g, request
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
-from consent_service.api import refusals
-from consent_service.api.audit_writer import BatchWriter
+from consent_service import audit
 from consent_service.api.context import ServiceState, state
 from consent_service.api.problems import problem
 from consent_service.api.schemas import IDENTIFIER
+from consent_service.audit import refusals
+from consent_service.audit.writer import BatchWriter
 from consent_service.db.session import (
     POSTGRES_CONNECT_TIMEOUT_S,
     POSTGRES_STATEMENT_TIMEOUT_MS,
     Database,
     make_engine,
 )
-from consent_service.services import audit
 from consent_service.services.clients import AuthResult
 from consent_service.timefmt import utcnow
 

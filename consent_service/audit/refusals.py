@@ -29,9 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from consent_service.api import audit_writer
+from consent_service import audit
+from consent_service.audit import writer as audit_writer
 from consent_service.db.session import Database
-from consent_service.services import audit
 from consent_service.timefmt import format_instant, utcnow
 
 log = logging.getLogger(__name__)
