@@ -2,33 +2,33 @@
 
 - ``chain``: keys, chains ("shards"), appending, the flush hook that audits
   every new consent version in its own transaction, reading entries back.
+- ``checkpoints``: signed heads of every chain; purging behind a checkpoint.
+- ``verification``: walking every chain and checkpoint (``verify``).
 - ``writer``: the batch writer that appends request entries off the request path.
 - ``trail``: the API's request trail (after-request hook, ``/v1`` only).
 - ``form_trail``: what the patient form appends, with which ids.
 - ``views``: the ``/v1/audit`` blueprint; ``cli``: ``consent-service audit``.
 
-``chain`` imports no Flask: the actor, the organization and the clock are
-passed in. Callers use the log through this package
-(``from consent_service import audit``; ``audit.append(...)``).
+``chain``, ``checkpoints``, ``verification`` and ``writer`` import no Flask:
+the actor, the organization and the clock are passed in. Callers use the log
+through this package (``from consent_service import audit``; ``audit.append(...)``).
 """
 
 from consent_service.audit.chain import (
     GENESIS,
     Context,
     Record,
-    Report,
     append,
     append_in_session,
     configure,
-    create_checkpoint,
     current_context,
     keyring,
     list_entries,
-    purge,
     reset_chains,
-    verify,
     versions_audited,
 )
+from consent_service.audit.checkpoints import create_checkpoint, purge
+from consent_service.audit.verification import Report, verify
 
 __all__ = [
     "GENESIS",

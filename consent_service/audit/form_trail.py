@@ -2,7 +2,7 @@
 
 The contract (docs/design.md) asks for an entry for every read of a patient's consents. The form's
 pages read them without an API client, so the API's after-request trail
-(``api.audit_trail``, ``/v1`` only) never sees them: the views call this
+(``audit.trail``, ``/v1`` only) never sees them: the views call this
 module. Every entry names the actor ``patient`` and the ids involved (the
 consent request, the patient reference, practitioner and consent ids), never
 the link's token, a name or a text.
@@ -12,13 +12,13 @@ the link's token, a name or a text.
 | answer form shown | ``consent-request.read``, ``ok`` |
 | "my consents" shown | ``patient.consents``, ``ok``, with every consent id listed |
 | a refusal answered | ``consent-request.refused``, ``ok``, in the answer's transaction |
-| a grant or a withdrawal | ``consent.granted`` / ``consent.revoked``, by ``services.audit`` |
+| a grant or a withdrawal | ``consent.granted`` / ``consent.revoked``, by ``audit`` |
 | link tampered with, expired, naming no request | page's action, ``refused``, ``link``: why |
 | already answered, not active | the page's action, ``conflict`` |
 | another patient's consent | ``consent.withdraw``, ``not-found`` |
 
 Reads are appended like the API's, on a connection of their own that does
-not wait for the disk flush (``api.audit_trail.audit_engine``). A page whose
+not wait for the disk flush (``audit.trail.audit_engine``). A page whose
 read cannot be recorded is not shown; a refusal whose entry cannot be written
 is refused all the same, and logged.
 """

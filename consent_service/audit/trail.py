@@ -2,11 +2,11 @@
 
 Reads, decisions, refused accesses (401, 403, 404) and writes that changed
 nothing (a conflict, a replay) are recorded here, after the view answered:
-handed to the process's batch writer (``api.audit_writer``), which appends
+handed to the process's batch writer (``audit.writer``), which appends
 them a few milliseconds later on a connection of its own; with
 ``CONSENT_AUDIT_BATCH_MS=0``, or when the writer has too many waiting,
 appended in the request. Writes that recorded a consent version were already
-audited inside their own transaction (``services.audit``), so they are not
+audited inside their own transaction (``audit``), so they are not
 appended twice. Refused keys are not recorded one by one but summed up per
 source and window (``audit.refusals``).
 

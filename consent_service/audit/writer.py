@@ -5,7 +5,7 @@ own, the largest single cost of a decision (``benchmarks/README.md``). A
 request now hands its entries to its process's writer and answers; the
 writer's thread appends what has queued once the oldest entry has waited
 the batch window (``CONSENT_AUDIT_BATCH_MS``) or ``max_batch`` entries are
-waiting: one INSERT and one commit, on one chain (``services.audit.append``).
+waiting: one INSERT and one commit, on one chain (``audit.chain.append``).
 
 Nothing is dropped short of a hard crash of the process:
 
@@ -27,7 +27,7 @@ entries committed, so the lost entries leave no gap in any chain.
 
 A writer belongs to the process that made it. A forked child (a gunicorn
 worker forked from a parent that had appended) neither writes nor waits for
-its parent's queue: ``api.audit_trail`` makes it a writer of its own.
+its parent's queue: ``audit.trail`` makes it a writer of its own.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ change in ``services.requests``. Each failure is a page in the patient's
 language saying what happened and what to do next, with the HTTP status a
 machine would expect (400 tampered, 403 CSRF, 404 unknown, 409 already
 answered, 410 expired, 429 too many attempts). What each page appends to the
-audit log: ``web.audit_trail``.
+audit log: ``audit.form_trail``.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class PatientError(Exception):
     manage_url: str | None = None
     back_url: str | None = None
     values: dict[str, str] = field(default_factory=dict)
-    # What the audit log records of it (``web.audit_trail``); None: nothing,
+    # What the audit log records of it (``audit.form_trail``); None: nothing,
     # as for a bad form, a CSRF failure or a rate limit.
     audit_outcome: str | None = None
     retry_after: int | None = None

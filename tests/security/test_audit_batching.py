@@ -1,6 +1,6 @@
 """Read, decision and refusal audit entries appended off the request path, and none lost.
 
-The batch writer (``api.audit_writer``) appends a process's entries from a
+The batch writer (``audit.writer``) appends a process's entries from a
 thread of its own. These tests hold it to its promises on both databases:
 every entry of many concurrent requests lands and the chains verify; a
 database that fails the writer is retried until the batch commits; a full
