@@ -16,8 +16,8 @@ from flask import current_app, g, request
 from sqlalchemy import Connection
 
 from consent_service import audit
-from consent_service.api.context import state
-from consent_service.api.problems import problem
+from consent_service.http.context import state
+from consent_service.http.problems import problem
 from consent_service.ratelimits import RATE_LIMITS_EXTENSION, RateLimits
 from consent_service.services.clients import AuthResult, check_key
 from consent_service.timefmt import utcnow

@@ -8,8 +8,6 @@ from flask import Response
 
 from consent_service import metrics
 from consent_service.api.auth import requires
-from consent_service.api.context import principal, read_connection
-from consent_service.api.parsing import ConsentBlueprint
 from consent_service.api.schemas import (
     DecisionBatchResultSchema,
     DecisionBatchSchema,
@@ -17,6 +15,8 @@ from consent_service.api.schemas import (
     DecisionSchema,
 )
 from consent_service.api.writes import json_response
+from consent_service.http.context import principal, read_connection
+from consent_service.http.parsing import ConsentBlueprint
 from consent_service.services.decisions import Question, decide_many
 from consent_service.services.rules import Outcome
 from consent_service.timefmt import utcnow
