@@ -14,24 +14,24 @@ from werkzeug.routing import PathConverter
 from consent_service.api import consents, decisions, events, health
 from consent_service.api import requests as consent_requests
 from consent_service.api.apidoc import ConsentApi, document_vocabularies
-from consent_service.api.context import ServiceState
 from consent_service.api.metrics import register_metrics
-from consent_service.api.parsing import JSON_TYPES, SafeJSONProvider
-from consent_service.api.problems import (
+from consent_service.api.schemas import IDENTIFIER
+from consent_service.audit import views as audit
+from consent_service.config import DEVELOPMENT_KEYS_WARNED, Settings
+from consent_service.db.session import Database
+from consent_service.fhir import register_fhir
+from consent_service.http import converters
+from consent_service.http.context import ServiceState
+from consent_service.http.parsing import JSON_TYPES, SafeJSONProvider
+from consent_service.http.problems import (
     handle_database_error,
     handle_domain_error,
     handle_http_exception,
     handle_unexpected,
     problem,
 )
-from consent_service.api.schemas import IDENTIFIER
-from consent_service.api.security import register_security
-from consent_service.audit import views as audit
-from consent_service.config import DEVELOPMENT_KEYS_WARNED, Settings
-from consent_service.db.session import Database
-from consent_service.fhir import register_fhir
-from consent_service.http import converters
 from consent_service.http.request_ids import register_request_ids
+from consent_service.http.security import register_security
 from consent_service.services.errors import DomainError
 from consent_service.web import views as web_views
 

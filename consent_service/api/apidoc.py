@@ -15,8 +15,8 @@ from flask_smorest import Api
 from flask_smorest.utils import prepare_response
 from marshmallow import Schema, fields
 
-from consent_service.api.problems import PROBLEM_JSON
 from consent_service.config import Settings
+from consent_service.http.problems import PROBLEM_JSON
 
 
 class FieldErrorSchema(Schema):

@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 from flask import current_app, g, request
 
 from consent_service import audit
-from consent_service.api.context import read_connection, state
-from consent_service.api.problems import problem
+from consent_service.http.context import read_connection, state
+from consent_service.http.problems import problem
 from consent_service.ratelimits import RATE_LIMITS_EXTENSION, RateLimits
 from consent_service.services.clients import AuthResult, check_key
 from consent_service.services.key_cache import VerifiedKeys

@@ -10,9 +10,6 @@ from marshmallow import RAISE, ValidationError
 from sqlalchemy.orm import Session
 
 from consent_service.api.auth import requires
-from consent_service.api.context import actor, principal, state
-from consent_service.api.parsing import ConsentBlueprint
-from consent_service.api.problems import problem
 from consent_service.api.schemas import (
     ConsentAmendSchema,
     ConsentCreateSchema,
@@ -25,6 +22,9 @@ from consent_service.api.schemas import (
     validate_identifier,
 )
 from consent_service.api.writes import Answer, json_response, write
+from consent_service.http.context import actor, principal, state
+from consent_service.http.parsing import ConsentBlueprint
+from consent_service.http.problems import problem
 from consent_service.services import consents as service
 from consent_service.services.cursors import decode_cursor, encode_cursor
 from consent_service.timefmt import format_instant, utcnow

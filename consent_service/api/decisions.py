@@ -8,9 +8,7 @@ from flask import Response, request
 
 from consent_service import metrics
 from consent_service.api.auth import requires
-from consent_service.api.context import principal, read_connection, state
 from consent_service.api.decision_input import plain_batch, plain_question
-from consent_service.api.parsing import ConsentBlueprint, arguments_with_plain_path
 from consent_service.api.schemas import (
     MAX_BATCH,
     DecisionBatchResultSchema,
@@ -19,6 +17,8 @@ from consent_service.api.schemas import (
     DecisionSchema,
 )
 from consent_service.api.writes import json_response
+from consent_service.http.context import principal, read_connection, state
+from consent_service.http.parsing import ConsentBlueprint, arguments_with_plain_path
 from consent_service.services.decisions import Question, decide_many
 from consent_service.services.rules import Outcome
 from consent_service.timefmt import utcnow

@@ -7,7 +7,7 @@ import time
 from flask import Blueprint, Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from consent_service.api.context import state
+from consent_service.http.context import state
 from consent_service.metrics import HTTP_LATENCY, HTTP_REQUESTS, exposition
 
 UNMATCHED_ROUTE = "<unmatched>"

@@ -18,8 +18,8 @@ from flask.wrappers import Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from consent_service.api.context import principal, state
-from consent_service.api.problems import problem
+from consent_service.http.context import principal, state
+from consent_service.http.problems import problem
 from consent_service.services.idempotency import find_answer, request_fingerprint, store_answer
 from consent_service.timefmt import utcnow
 

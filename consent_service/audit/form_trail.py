@@ -34,9 +34,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from consent_service import audit
-from consent_service.api.context import state
 from consent_service.audit.trail import audit_engine
 from consent_service.db.request_models import ConsentRequest
+from consent_service.http.context import state
 from consent_service.services.requests import PATIENT
 from consent_service.timefmt import utcnow
 

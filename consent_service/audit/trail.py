@@ -29,8 +29,6 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
 from consent_service import audit
-from consent_service.api.context import ServiceState, state
-from consent_service.api.problems import problem
 from consent_service.api.schemas import IDENTIFIER
 from consent_service.audit import refusals
 from consent_service.audit.writer import BatchWriter
@@ -40,6 +38,8 @@ from consent_service.db.session import (
     Database,
     make_engine,
 )
+from consent_service.http.context import ServiceState, state
+from consent_service.http.problems import problem
 from consent_service.services.clients import AuthResult
 from consent_service.timefmt import utcnow
 

@@ -1,1 +1,1 @@
-"""HTTP machinery shared by the API and the patient form, and the serving edge."""
+"""HTTP machinery shared by the API, the patient form and the FHIR face, and the serving edge."""

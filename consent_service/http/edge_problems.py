@@ -1,7 +1,7 @@
 """The answers the edge worker makes itself, below the application.
 
 They are problem+json like the application's errors and carry the same
-security headers (``consent_service.api.security.HEADERS``, the API's
+security headers (``consent_service.http.security.HEADERS``, the API's
 Content-Security-Policy) and an ``X-Request-Id``, so that a client, a log
 reader or a scanner cannot tell a refusal at the edge from one by the app
 by its form.
@@ -13,8 +13,8 @@ import json
 
 from gunicorn.http import errors as http_errors
 
-from consent_service.api.security import API_CSP, HEADERS
 from consent_service.http.request_ids import new_request_id
+from consent_service.http.security import API_CSP, HEADERS
 
 STATUS_TITLES = {
     400: "Bad Request",

@@ -22,7 +22,7 @@ import secrets
 
 from flask import Flask, g, request
 
-from consent_service.logs import request_id_var
+from consent_service.http.logs import request_id_var
 
 CLIENT_HEADER = "X-Request-Id"
 MAX_CLIENT_REQUEST_ID = 64

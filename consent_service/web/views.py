@@ -30,16 +30,16 @@ from flask import (
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from consent_service.api.context import state
-from consent_service.api.problems import DATABASE_RETRY_AFTER_S, database_unavailable
 from consent_service.audit import form_trail as audit_trail
 from consent_service.db.request_models import ConsentRequest
+from consent_service.http.context import state
+from consent_service.http.problems import DATABASE_RETRY_AFTER_S, database_unavailable
 from consent_service.ratelimits import RATE_LIMITS_EXTENSION, RateLimits
-from consent_service.services import policies
+from consent_service.services import links, policies
 from consent_service.services import requests as service
 from consent_service.services.errors import Conflict, NotFound
 from consent_service.timefmt import utcnow
-from consent_service.web import i18n, links
+from consent_service.web import i18n
 from consent_service.web.csrf import csrf_is_valid, csrf_token, set_csrf_cookie
 
 log = logging.getLogger(__name__)

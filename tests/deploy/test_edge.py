@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from consent_service.api.security import API_CSP, HEADERS
+from consent_service.http.security import API_CSP, HEADERS
 from tests.deploy.test_gunicorn import DECISION, Server, running_server
 
 READ_TIMEOUT = 3

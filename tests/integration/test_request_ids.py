@@ -87,7 +87,7 @@ def test_the_log_lines_of_a_500_carry_its_own_id(
     ]
     assert {record.name for record in mine} >= {
         "consent_service.access",
-        "consent_service.api.problems",
+        "consent_service.http.problems",
     }
     (line,) = [r for r in _access_lines(caplog) if r.__dict__["status"] == 500]
     assert line in mine

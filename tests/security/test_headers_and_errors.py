@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from consent_service.config import ConfigError, Settings
-from consent_service.logs import JsonFormatter, RequestIdFilter
+from consent_service.http.logs import JsonFormatter, RequestIdFilter
 from tests.conftest import consent_body
 
 SECURITY_HEADERS = ("Strict-Transport-Security", "X-Content-Type-Options", "X-Frame-Options")

@@ -18,7 +18,7 @@ from consent_service.config import Settings
 from consent_service.db.models import Consent
 from consent_service.db.request_models import ConsentRequest
 from consent_service.db.session import Database
-from consent_service.web import links
+from consent_service.services import links
 from consent_service.web.csrf import COOKIE_NAME
 from tests.conftest import TEST_SECRET_KEYS
 from tests.web.conftest import Ask, forms, local

@@ -26,8 +26,8 @@ from consent_service.cli import main
 from consent_service.db.audit_models import AuditEntry
 from consent_service.db.request_models import ConsentRequest
 from consent_service.db.session import Database
+from consent_service.services import links
 from consent_service.timefmt import utcnow
-from consent_service.web import links
 from tests.conftest import TEST_SECRET_KEYS, consent_body
 from tests.web.conftest import Ask, forms, local
 

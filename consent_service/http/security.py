@@ -17,7 +17,7 @@ from consent_service import audit
 from consent_service.audit import trail as audit_trail
 from consent_service.config import Settings
 from consent_service.db.session import Database
-from consent_service.logs import configure_logging
+from consent_service.http.logs import configure_logging
 from consent_service.ratelimits import RATE_LIMITS_EXTENSION, build_rate_limits
 
 access_log = logging.getLogger("consent_service.access")
