@@ -9,10 +9,11 @@ signed afresh at each read, so a caller can deliver them again.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Response
+from flask import Response, url_for
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from sqlalchemy.orm import Session
 
@@ -25,7 +26,6 @@ from consent_service.http.parsing import ConsentBlueprint
 from consent_service.services import links
 from consent_service.services import requests as service
 from consent_service.timefmt import format_instant, utcnow
-from consent_service.web.i18n import DEFAULT_LANGUAGE, LANGUAGES
 
 blp = ConsentBlueprint(
     "consent_requests",
@@ -73,7 +73,9 @@ class ConsentRequestCreateSchema(Schema):
         validate=validate.Range(min=1, max=MAX_VALID_FOR_DAYS),
         metadata={"description": "Or: duration counted from the patient's answer"},
     )
-    language = fields.String(load_default=DEFAULT_LANGUAGE, validate=validate.OneOf(LANGUAGES))
+    language = fields.String(
+        load_default=service.DEFAULT_LANGUAGE, validate=validate.OneOf(service.LANGUAGES)
+    )
     expires_in = fields.Integer(
         load_default=int(service.DEFAULT_EXPIRES_IN.total_seconds()),
         strict=True,
@@ -178,11 +180,11 @@ def _describe(consent_request: ConsentRequest, now: datetime) -> dict[str, Any]:
         "id": consent_request.id,
         "status": status,
         "form_url": (
-            links.form_url(keys, consent_request.id, consent_request.language)
+            _form_url(keys, consent_request.id, consent_request.language)
             if status == "pending"
             else None
         ),
-        "manage_url": links.manage_url(keys, consent_request.id, consent_request.language),
+        "manage_url": _manage_url(keys, consent_request.id, consent_request.language),
         "expires_at": format_instant(consent_request.expires_at),
         "consent_id": consent_request.consent_id,
         "organization": consent_request.organization,
@@ -208,3 +210,25 @@ def _instant(value: datetime | None) -> str | None:
 
 def _stripped(value: str | None) -> str | None:
     return value.strip() if value is not None else None
+
+
+def _form_url(keys: Sequence[str], request_id: str, language: str) -> str:
+    """The absolute link a practice sends to the patient to answer a request."""
+    return _absolute("web.answer_form", t=links.sign(keys, links.ANSWER, request_id), lang=language)
+
+
+def _manage_url(keys: Sequence[str], request_id: str, language: str) -> str:
+    """The absolute link to the patient's "my consents" page."""
+    return _absolute("web.my_consents", t=links.sign(keys, links.MANAGE, request_id), lang=language)
+
+
+def _absolute(endpoint: str, **values: Any) -> str:
+    """A link on ``CONSENT_PUBLIC_URL`` when set, else on the request's own host.
+
+    Behind a proxy the Host header is whatever the caller sent; a configured
+    public address keeps a patient's link pointing at the real service.
+    """
+    public_url = state().settings.public_url
+    if public_url:
+        return public_url + url_for(endpoint, **values)
+    return url_for(endpoint, _external=True, **values)

@@ -7,6 +7,9 @@ with the previous one are still in people's inboxes, and removed once they
 have lapsed. A link to answer a request and a link to manage one's consents
 use different salts: neither can be passed off as the other.
 
+Only signing and verifying live here (no Flask): the API builds the absolute
+URLs around these tokens (``api.requests``), the form verifies them.
+
 The token travels in the query string (``?t=``) and in form bodies, never in
 the path: the access log records paths only (gunicorn ``%(U)s``), and every
 page is served with ``Referrer-Policy: no-referrer``.
@@ -17,9 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
 
-from flask import current_app, url_for
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 
 from consent_service.services.requests import MAX_EXPIRES_IN
@@ -76,25 +77,3 @@ def verify(keys: Sequence[str], purpose: str, token: str | None) -> str:
         return str(uuid.UUID(str(request_id)))
     except ValueError:
         raise TamperedLink from None
-
-
-def form_url(keys: Sequence[str], request_id: str, language: str) -> str:
-    """The absolute link a practice sends to the patient to answer a request."""
-    return _absolute("web.answer_form", t=sign(keys, ANSWER, request_id), lang=language)
-
-
-def manage_url(keys: Sequence[str], request_id: str, language: str) -> str:
-    """The absolute link to the patient's "my consents" page."""
-    return _absolute("web.my_consents", t=sign(keys, MANAGE, request_id), lang=language)
-
-
-def _absolute(endpoint: str, **values: Any) -> str:
-    """A link on ``CONSENT_PUBLIC_URL`` when set, else on the request's own host.
-
-    Behind a proxy the Host header is whatever the caller sent; a configured
-    public address keeps a patient's link pointing at the real service.
-    """
-    public_url = current_app.extensions["consent_service"].settings.public_url
-    if public_url:
-        return public_url + url_for(endpoint, **values)
-    return url_for(endpoint, _external=True, **values)

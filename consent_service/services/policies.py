@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from consent_service.db.request_models import PolicyText
 from consent_service.services.errors import Conflict, InvalidConsent, NotFound
+from consent_service.services.requests import LANGUAGES
 
-LANGUAGES = ("fr", "en")
 VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 MAX_TITLE = 200
 MAX_BODY = 20_000

@@ -32,6 +32,10 @@ MIN_EXPIRES_IN = timedelta(minutes=5)
 MAX_EXPIRES_IN = timedelta(days=30)
 WITHDRAWAL_REASON = "withdrawn by the patient"
 MAX_LISTED_CONSENTS = 500
+# The languages a request, its form, its links and its consent texts come in;
+# the first is the default (the database's check constraint lists the same).
+LANGUAGES = ("fr", "en")
+DEFAULT_LANGUAGE = LANGUAGES[0]
 
 
 @dataclass(frozen=True, slots=True)

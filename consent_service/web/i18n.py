@@ -12,9 +12,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-LANGUAGES = ("fr", "en")
-DEFAULT_LANGUAGE = "fr"
-
 try:
     LOCAL_TIME: tzinfo = ZoneInfo("Europe/Paris")
 except ZoneInfoNotFoundError:  # a system without tz data still renders, in UTC

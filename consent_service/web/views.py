@@ -130,7 +130,7 @@ def answer_submit() -> Response:
     request_id = _verified(links.ANSWER, token)
     answer = request.form.get("answer")
     text_language = request.form.get("text_language", "")
-    if answer not in ("grant", "refuse") or text_language not in i18n.LANGUAGES:
+    if answer not in ("grant", "refuse") or text_language not in service.LANGUAGES:
         raise PatientError("bad_form", 400)
     now = utcnow()
     audit_trail.note(consent_request_id=request_id)
@@ -291,7 +291,7 @@ def _unexpected(error: Exception) -> Response:
 
 
 def _page(template: str, status: int, **context: Any) -> Response:
-    lang = g.get("lang", i18n.DEFAULT_LANGUAGE)
+    lang = g.get("lang", service.DEFAULT_LANGUAGE)
     context.setdefault("switch_url", None)
     html = render_template(template, lang=lang, t=i18n.translator(lang), **context)
     return Response(html, status=status, mimetype="text/html")
@@ -332,12 +332,12 @@ def _require_csrf() -> None:
 def _language(known: str | None = None) -> str:
     """Explicit choice (``lang``), else the request's language, else the browser's, else fr."""
     chosen = request.values.get("lang")
-    if chosen in i18n.LANGUAGES:
+    if chosen in service.LANGUAGES:
         return chosen
-    if known in i18n.LANGUAGES:
+    if known in service.LANGUAGES:
         return known
-    best = request.accept_languages.best_match(i18n.LANGUAGES)
-    return best or i18n.DEFAULT_LANGUAGE
+    best = request.accept_languages.best_match(service.LANGUAGES)
+    return best or service.DEFAULT_LANGUAGE
 
 
 def _switch_url() -> str | None:
