@@ -15,7 +15,6 @@ from consent_service.api import consents, decisions, events, health
 from consent_service.api import requests as consent_requests
 from consent_service.api.apidoc import ConsentApi, document_vocabularies
 from consent_service.api.metrics import register_metrics
-from consent_service.api.schemas import IDENTIFIER
 from consent_service.audit import views as audit
 from consent_service.config import DEVELOPMENT_KEYS_WARNED, Settings
 from consent_service.db.session import Database
@@ -33,6 +32,7 @@ from consent_service.http.problems import (
 from consent_service.http.request_ids import register_request_ids
 from consent_service.http.security import register_security
 from consent_service.services.errors import DomainError
+from consent_service.services.identifiers import IDENTIFIER
 from consent_service.web import views as web_views
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,6 @@ from flask import Response, request
 from marshmallow import RAISE, ValidationError
 from sqlalchemy.orm import Session
 
-from consent_service.api.auth import requires
 from consent_service.api.schemas import (
     ConsentAmendSchema,
     ConsentCreateSchema,
@@ -21,10 +20,11 @@ from consent_service.api.schemas import (
     RevokeSchema,
     validate_identifier,
 )
-from consent_service.api.writes import Answer, json_response, write
+from consent_service.http.auth import requires
 from consent_service.http.context import actor, principal, state
 from consent_service.http.parsing import ConsentBlueprint
 from consent_service.http.problems import problem
+from consent_service.http.writes import Answer, json_response, write
 from consent_service.services import consents as service
 from consent_service.services.cursors import decode_cursor, encode_cursor
 from consent_service.timefmt import format_instant, utcnow

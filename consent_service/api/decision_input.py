@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from consent_service.api.schemas import IDENTIFIER, NIR_LIKE
 from consent_service.config import Settings
+from consent_service.services.identifiers import IDENTIFIER, NIR_LIKE
 
 QUESTION_FIELDS = frozenset({"patient_id", "practitioner_id", "category", "purpose", "at"})
 MAX_WORD = 64

@@ -7,7 +7,6 @@ from typing import Any
 from flask import Response, request
 
 from consent_service import metrics
-from consent_service.api.auth import requires
 from consent_service.api.decision_input import plain_batch, plain_question
 from consent_service.api.schemas import (
     MAX_BATCH,
@@ -16,9 +15,10 @@ from consent_service.api.schemas import (
     DecisionQuestionSchema,
     DecisionSchema,
 )
-from consent_service.api.writes import json_response
+from consent_service.http.auth import requires
 from consent_service.http.context import principal, read_connection, state
 from consent_service.http.parsing import ConsentBlueprint, arguments_with_plain_path
+from consent_service.http.writes import json_response
 from consent_service.services.decisions import Question, decide_many
 from consent_service.services.rules import Outcome
 from consent_service.timefmt import utcnow

@@ -8,12 +8,12 @@ from flask import Response
 from marshmallow import RAISE
 from sqlalchemy import select
 
-from consent_service.api.auth import requires
 from consent_service.api.schemas import EventPageSchema, EventQueryArgsSchema
-from consent_service.api.writes import json_response
 from consent_service.db.models import OutboxEvent
+from consent_service.http.auth import requires
 from consent_service.http.context import principal, state
 from consent_service.http.parsing import ConsentBlueprint
+from consent_service.http.writes import json_response
 from consent_service.outbox.sequencer import assign_positions
 from consent_service.outbox.writer import structured_cloudevent
 

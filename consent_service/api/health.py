@@ -8,9 +8,9 @@ from flask import Blueprint, Response
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from consent_service.api.writes import json_response
 from consent_service.db.models import OutboxEvent
 from consent_service.http.context import state
+from consent_service.http.writes import json_response
 from consent_service.timefmt import utcnow
 
 blp = Blueprint("health", __name__)

@@ -17,12 +17,12 @@ from flask import Response, url_for
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from sqlalchemy.orm import Session
 
-from consent_service.api.auth import requires
 from consent_service.api.schemas import Identifier, Instant, PlainText, _word_list
-from consent_service.api.writes import Answer, json_response, write
 from consent_service.db.request_models import ConsentRequest
+from consent_service.http.auth import requires
 from consent_service.http.context import actor, principal, state
 from consent_service.http.parsing import ConsentBlueprint
+from consent_service.http.writes import Answer, json_response, write
 from consent_service.services import links
 from consent_service.services import requests as service
 from consent_service.timefmt import format_instant, utcnow

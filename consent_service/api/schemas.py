@@ -8,7 +8,6 @@ one. Schemas never query the database.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from datetime import UTC, datetime
 from typing import Any
@@ -16,8 +15,8 @@ from typing import Any
 from flask import current_app
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")
-NIR_LIKE = re.compile(r"^[12]\s?\d{2}\s?\d{2}\s?\d{2}\s?\d{3}\s?\d{3}(\s?\d{2})?$")
+from consent_service.services.identifiers import IDENTIFIER, NIR_LIKE
+
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 MAX_REASON = 500

@@ -29,7 +29,6 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
 from consent_service import audit
-from consent_service.api.schemas import IDENTIFIER
 from consent_service.audit import refusals
 from consent_service.audit.writer import BatchWriter
 from consent_service.db.session import (
@@ -41,6 +40,7 @@ from consent_service.db.session import (
 from consent_service.http.context import ServiceState, state
 from consent_service.http.problems import problem
 from consent_service.services.clients import AuthResult
+from consent_service.services.identifiers import IDENTIFIER
 from consent_service.timefmt import utcnow
 
 log = logging.getLogger(__name__)

@@ -8,12 +8,12 @@ from flask import Response
 from marshmallow import RAISE, Schema, fields, validate
 
 from consent_service import audit
-from consent_service.api.auth import requires
 from consent_service.api.schemas import Identifier, Instant
-from consent_service.api.writes import json_response
 from consent_service.audit import writer as audit_writer
+from consent_service.http.auth import requires
 from consent_service.http.context import principal, state
 from consent_service.http.parsing import ConsentBlueprint
+from consent_service.http.writes import json_response
 
 blp = ConsentBlueprint("audit", __name__, url_prefix="/v1", description="Audit log")
 

@@ -17,9 +17,7 @@ from marshmallow import ValidationError
 from sqlalchemy.orm import Session
 from werkzeug.http import http_date
 
-from consent_service.api.auth import requires
 from consent_service.api.schemas import ConsentCreateSchema, validate_identifier
-from consent_service.api.writes import Answer, write
 from consent_service.fhir.mapping import RPPS_PREFIX, from_resource, to_resource
 from consent_service.fhir.resources import (
     FHIR_JSON,
@@ -28,8 +26,10 @@ from consent_service.fhir.resources import (
     operation_outcome,
 )
 from consent_service.fhir.terminology import CODE_SYSTEM_TITLES, RPPS_SYSTEM, Canon, code_system
+from consent_service.http.auth import requires
 from consent_service.http.context import actor, principal, state
 from consent_service.http.problems import PROBLEM_JSON
+from consent_service.http.writes import Answer, write
 from consent_service.services import consents as service
 from consent_service.services.cursors import decode_cursor, encode_cursor
 from consent_service.timefmt import format_instant, utcnow

@@ -97,12 +97,28 @@ def test_api_and_web_do_not_import_each_other() -> None:
     assert offenders(["consent_service.web"], ["consent_service.api"]) == []
 
 
-def test_the_shared_http_layer_imports_neither_face() -> None:
-    assert offenders(["consent_service.http"], ["consent_service.api", "consent_service.web"]) == []
+def test_the_fhir_face_takes_only_the_v1_schemas_from_api() -> None:
+    # A posted FHIR Consent is validated by the very schema of POST /v1/consents.
+    assert offenders(["consent_service.api"], ["consent_service.fhir"]) == []
+    assert offenders(["consent_service.web"], ["consent_service.fhir"]) == []
+    assert offenders(["consent_service.fhir"], ["consent_service.web"]) == []
+    reaching_api = offenders(["consent_service.fhir"], ["consent_service.api"])
+    assert {line.rpartition(" imports ")[2] for line in reaching_api} <= {
+        "consent_service.api.schemas"
+    }
+
+
+def test_the_shared_http_layer_and_audit_import_no_face() -> None:
+    faces = ["consent_service.api", "consent_service.web", "consent_service.fhir"]
+    assert offenders(["consent_service.http"], faces) == []
+    assert (
+        offenders(["consent_service.audit"], ["consent_service.web", "consent_service.fhir"]) == []
+    )
 
 
 def test_lower_layers_do_not_import_the_faces() -> None:
-    faces = ["consent_service.api", "consent_service.web", "consent_service.http"]
+    faces = ["consent_service.api", "consent_service.web", "consent_service.fhir"]
+    faces.append("consent_service.http")
     lower = ["consent_service.services", "consent_service.db", "consent_service.outbox"]
     assert offenders(lower, [*faces, "consent_service.cli", "consent_service.app"]) == []
 
