@@ -148,7 +148,10 @@ class EdgeWorker(base.Worker):
         self.accepting = accept
 
     def _accept(self, listener: Any) -> None:
-        while len(self.connections) < self.cfg.worker_connections:
+        # One connection per loop turn, not every one waiting: the other
+        # workers, woken by the same listener, take their share, so that
+        # kept-alive connections do not all end up on one worker.
+        if len(self.connections) < self.cfg.worker_connections:
             try:
                 client, addr = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -170,8 +173,9 @@ class EdgeWorker(base.Worker):
             )
             self.connections[client.fileno()] = connection
             self.selector.register(client, selectors.EVENT_READ, connection)
-        # Full: leave further connections in the kernel queue for other workers.
-        self._accept_new(False)
+        if len(self.connections) >= self.cfg.worker_connections:
+            # Full: leave further connections in the kernel queue for other workers.
+            self._accept_new(False)
 
     def _receive(self, connection: Connection) -> None:
         try:
