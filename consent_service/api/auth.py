@@ -51,6 +51,8 @@ def requires(scope: str) -> Callable[[F], F]:
                 finally:
                     del g.read_connection
 
+        # The OpenAPI document states each operation's scope from this (api.apidoc).
+        guarded.required_scope = scope  # type: ignore[attr-defined]
         return guarded  # type: ignore[return-value]
 
     return decorate

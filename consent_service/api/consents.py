@@ -13,6 +13,7 @@ from flask import Response, request
 from marshmallow import RAISE, ValidationError
 from sqlalchemy.orm import Session
 
+from consent_service.api.apidoc import answers, conditional, idempotent
 from consent_service.api.auth import requires
 from consent_service.api.context import actor, principal, state
 from consent_service.api.parsing import ConsentBlueprint
@@ -34,7 +35,8 @@ from consent_service.timefmt import format_instant, utcnow
 
 blp = ConsentBlueprint("consents", __name__, url_prefix="/v1", description="Patient consents")
 MAX_VERSION = 2**31 - 1
-ETAG_HEADER = {"ETag": {"description": "The consent version, quoted", "schema": {"type": "string"}}}
+# Header names refer to the shared definitions in the document (api.apidoc.HEADERS).
+ETAG_HEADER = {"ETag": "ETag"}
 
 
 def _etag(version: int) -> dict[str, str]:
@@ -43,9 +45,9 @@ def _etag(version: int) -> dict[str, str]:
 
 @blp.route("/consents", methods=["POST"])
 @requires("consents:write")
+@idempotent
 @blp.arguments(ConsentCreateSchema)
-@blp.response(201, ConsentSchema, headers=ETAG_HEADER)
-@blp.alt_response(422, description="Invalid fields, one entry per field")
+@blp.response(201, ConsentSchema, headers={"Location": "Location", **ETAG_HEADER})
 def create_consent(body: dict[str, Any]) -> Response:
     """Record a consent (version 1)."""
     now = utcnow()
@@ -102,6 +104,7 @@ def list_consents(args: dict[str, Any]) -> Response:
 
 @blp.route("/consents/<uuid(strict=False):consent_id>", methods=["GET"])
 @requires("consents:read")
+@answers(404)
 @blp.response(200, ConsentSchema, headers=ETAG_HEADER)
 def get_consent(consent_id: uuid.UUID) -> Response:
     """Read a consent at its current version."""
@@ -114,10 +117,11 @@ def get_consent(consent_id: uuid.UUID) -> Response:
 
 @blp.route("/consents/<uuid(strict=False):consent_id>", methods=["PATCH"])
 @requires("consents:write")
+@idempotent
+@conditional(required=True)
+@answers(404, 409)
 @blp.arguments(ConsentAmendSchema)
 @blp.response(200, ConsentSchema, headers=ETAG_HEADER)
-@blp.alt_response(412, description="The If-Match version is not the current one")
-@blp.alt_response(428, description="If-Match is required")
 def amend_consent(body: dict[str, Any], consent_id: uuid.UUID) -> Response:
     """Amend a consent; send the ETag you read in If-Match."""
     expected = _if_match()
@@ -144,9 +148,11 @@ def amend_consent(body: dict[str, Any], consent_id: uuid.UUID) -> Response:
 
 @blp.route("/consents/<uuid(strict=False):consent_id>/revoke", methods=["POST"])
 @requires("consents:write")
+@idempotent
+@conditional(required=False)
+@answers(404, 409)
 @blp.arguments(RevokeSchema, required=False)
 @blp.response(200, ConsentSchema, headers=ETAG_HEADER)
-@blp.alt_response(409, description="The consent is not active")
 def revoke_consent(body: dict[str, Any], consent_id: uuid.UUID) -> Response:
     """Revoke an active consent (If-Match optional)."""
     expected = _if_match(required=False)
@@ -170,6 +176,7 @@ def revoke_consent(body: dict[str, Any], consent_id: uuid.UUID) -> Response:
 
 @blp.route("/consents/<uuid(strict=False):consent_id>/versions", methods=["GET"])
 @requires("consents:read")
+@answers(404)
 @blp.response(200, ConsentSchema(many=True))
 def list_versions(consent_id: uuid.UUID) -> Response:
     """Every version of a consent, oldest first."""
@@ -182,7 +189,8 @@ def list_versions(consent_id: uuid.UUID) -> Response:
 
 @blp.route("/consents/<uuid(strict=False):consent_id>/versions/<int:number>", methods=["GET"])
 @requires("consents:read")
-@blp.response(200, ConsentSchema)
+@answers(404)
+@blp.response(200, ConsentSchema, headers=ETAG_HEADER)
 def get_version(consent_id: uuid.UUID, number: int) -> Response:
     """One version of a consent."""
     if not 1 <= number <= MAX_VERSION:
@@ -199,6 +207,8 @@ def get_version(consent_id: uuid.UUID, number: int) -> Response:
 
 @blp.route("/practitioners/<string:practitioner_id>/revoke-all", methods=["POST"])
 @requires("consents:write")
+@idempotent
+@answers(412)
 @blp.arguments(RevokeSchema, required=False)
 @blp.response(200, RevokeAllResultSchema)
 def revoke_practitioner(body: dict[str, Any], practitioner_id: str) -> Response:
@@ -223,6 +233,7 @@ def revoke_practitioner(body: dict[str, Any], practitioner_id: str) -> Response:
 
 @blp.route("/patients/<string:patient_id>/export", methods=["GET"])
 @requires("consents:read")
+@answers(422)
 @blp.response(200, PatientExportSchema)
 def export_patient(patient_id: str) -> Response:
     """Every consent of a patient with every version (GDPR right of access)."""
