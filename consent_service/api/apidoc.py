@@ -78,8 +78,6 @@ _ERROR_HEADERS = {
     429: {"Retry-After": "Retry-After"},
     503: {"Retry-After": "Retry-After"},
 }
-# HTTP drops whitespace around a header's value, so a pattern allows it.
-_OWS = "[ \\t]*"
 PARAMETERS: dict[str, dict[str, Any]] = {
     REQUEST_ID: {
         "name": REQUEST_ID,
@@ -92,20 +90,20 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "description": "Optional: retry this write safely. The first answer is stored for "
         "this key and replayed to a retry of the same request; the same key with another "
         "request answers 422.",
-        "schema": {"type": "string", "pattern": f"^[\\x21-\\x7e]{{1,255}}{_OWS}$"},
+        "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
     },
     IF_MATCH: {
         "name": IF_MATCH,
         "description": "The ETag of the version you read; 428 without it, 412 if the "
         "consent has changed since.",
         "required": True,
-        "schema": {"type": "string", "pattern": f'^(W/)?"[0-9]+"{_OWS}$'},
+        "schema": {"type": "string", "pattern": '^(W/)?"[0-9]+"$'},
     },
     IF_MATCH_OPTIONAL: {
         "name": IF_MATCH,
         "description": "Optional: the ETag of the version you read; 412 if the consent "
         "has changed since.",
-        "schema": {"type": "string", "pattern": f'^(W/)?"[0-9]+"{_OWS}$'},
+        "schema": {"type": "string", "pattern": '^(W/)?"[0-9]+"$'},
     },
 }
 # Why an operation may answer each status, where the code states it once.

@@ -25,6 +25,7 @@ ASSETS = {
     "docs.css": OWN_ASSETS / "docs.css",
     "swagger-ui-bundle.js": SWAGGER_UI / "swagger-ui-bundle.js",
     "swagger-ui.css": SWAGGER_UI / "swagger-ui.css",
+    "favicon-32x32.png": SWAGGER_UI / "favicon-32x32.png",
     "LICENSE": SWAGGER_UI / "LICENSE",
 }
 DOCS_CSP = (

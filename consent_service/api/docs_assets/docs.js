@@ -7,6 +7,7 @@
     url: root.getAttribute("data-openapi-url"),
     domNode: root,
     deepLinking: true,
+    displayOperationId: true,
     // No call to the public validator (another origin, blocked by the CSP).
     validatorUrl: null,
     presets: [SwaggerUIBundle.presets.apis],
