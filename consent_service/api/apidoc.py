@@ -5,12 +5,11 @@ Errors are documented as ``application/problem+json`` with their real shape
 failures carry), so that a client (or schemathesis) knows what a 4xx looks
 like. What every operation shares is added in one place,
 :class:`CommonAnswersPlugin`, from facts the code states once: the scope that
-``requires`` guards a view with, the HTTP method (a body may be malformed,
-too large or not JSON). What only some
-operations do is declared at the view with :func:`idempotent`,
-:func:`conditional` and :func:`answers`. The category and purpose vocabularies are configurable
-(``CONSENT_CATEGORIES``, ``CONSENT_PURPOSES``): each app documents its own as
-enums.
+``requires`` guards a view with, and the HTTP method (a body may be
+malformed, too large or not JSON). What only some operations do is declared
+at the view with :func:`idempotent`, :func:`conditional` and :func:`answers`.
+The category and purpose vocabularies are configurable (``CONSENT_CATEGORIES``,
+``CONSENT_PURPOSES``): each app documents its own as enums.
 """
 
 from __future__ import annotations
@@ -174,9 +173,7 @@ class ConsentApi(Api):
         for name, header in HEADERS.items():
             self.spec.components.header(name, header, lazy=True)
         for name, parameter in PARAMETERS.items():
-            self.spec.components.parameter(
-                name, "header", {k: v for k, v in parameter.items() if k != "name"}, lazy=True
-            )
+            self.spec.components.parameter(name, "header", parameter, lazy=True)
         for status in http.HTTPStatus:
             response: dict[str, Any] = {"description": _WHY.get(status, status.phrase)}
             if not (100 <= status < 200) and status not in (204, 304):

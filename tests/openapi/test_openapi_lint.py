@@ -27,6 +27,8 @@ HERE = Path(__file__).parent
 SPECTRAL = HERE / "node_modules" / ".bin" / "spectral"
 METHODS = ("get", "put", "post", "patch", "delete")
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
+# The request headers the API reads (besides Authorization, the security scheme).
+HEADERS_READ = {"If-Match", "Idempotency-Key", "X-Request-Id"}
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +141,10 @@ def test_request_bodies_and_the_headers_partners_send_are_declared(
     document: dict[str, Any],
 ) -> None:
     for path, method, operation in operations(document):
-        names = {resolve(document, p)["name"] for p in operation.get("parameters", [])}
+        parameters = [resolve(document, p) for p in operation.get("parameters", [])]
+        names = {p["name"] for p in parameters}
+        headers = {p["name"] for p in parameters if p["in"] == "header"}
+        assert headers <= HEADERS_READ, (path, method, headers - HEADERS_READ)
         if method in ("post", "patch"):
             assert "requestBody" in operation, (path, method)
             assert "Idempotency-Key" in names or "decision" in path, (path, method)

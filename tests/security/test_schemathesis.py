@@ -6,12 +6,14 @@ werkzeug version), and the engine runs the examples, coverage, fuzzing and
 stateful phases with every check. Required: zero server errors, zero
 responses outside the documented schema, zero failures of any other check.
 
-Two allowances, written down: ``positive_data_acceptance`` also accepts 412,
+Allowances, written down: ``positive_data_acceptance`` also accepts 412,
 422 and 428, because some rules cannot be said in JSON Schema (``valid_until``
 after ``valid_from``, instants between 1900 and 9000, no control characters
 in text, a cursor this API issued, ``If-Match`` naming the current version);
 ``negative_data_rejection`` also counts 412 as a refusal (a stale ``If-Match``
-is answered before a malformed ``Idempotency-Key`` is looked at).
+is answered before a malformed ``Idempotency-Key`` is looked at), and
+``missing_required_header`` 428, the status HTTP defines for a missing
+``If-Match``.
 
 Findings fixed, each kept as a regression test below: errors were answered
 as ``application/problem+json`` but documented as ``application/json``; a
@@ -39,6 +41,8 @@ from tests.conftest import KeyFactory, consent_body
 MAX_EXAMPLES = 25
 # schemathesis' default refusals, plus 412: a PATCH or revoke whose If-Match
 # names no current version is refused before its other headers are read.
+# schemathesis' default, plus 428 (RFC 6585): a PATCH without If-Match.
+MISSING_HEADER_REFUSALS = ["400", "401", "403", "406", "415", "422", "428"]
 NEGATIVE_REFUSALS = [
     "400", "401", "403", "404", "405", "406", "409", "412", "415", "422", "428", "429", "5xx",
 ]  # fmt: skip
@@ -76,6 +80,7 @@ def test_every_operation_holds_its_contract(
                     "expected-statuses": ["2xx", "401", "403", "404", "409", "412", "422", "428"]
                 },
                 "negative_data_rejection": {"expected-statuses": NEGATIVE_REFUSALS},
+                "missing_required_header": {"expected-statuses": MISSING_HEADER_REFUSALS},
             },
         }
     )
