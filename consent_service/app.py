@@ -11,7 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
-from consent_service.api import consents, decisions, events, health
+from consent_service.api import consents, decisions, docs_ui, events, health
 from consent_service.api import requests as consent_requests
 from consent_service.api.apidoc import ConsentApi, document_vocabularies
 from consent_service.api.metrics import register_metrics
@@ -53,8 +53,6 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         OPENAPI_VERSION="3.1.0",
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_REDOC_PATH="docs",
-        OPENAPI_REDOC_URL="https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
         PROPAGATE_EXCEPTIONS=False,
     )
     app.extensions["consent_service"] = ServiceState(
@@ -72,19 +70,16 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
 
 def register_blueprints(app: Flask) -> Api:
-    api = ConsentApi(app, spec_kwargs={"info": {"description": API_DESCRIPTION}})
+    api = ConsentApi(app, description=API_DESCRIPTION)
     document_vocabularies(api, app.extensions["consent_service"].settings)
     # The API's ``path`` segments are patient and practitioner ids, '/' included.
     api.register_converter(
         PathConverter, lambda _converter: {"type": "string", "pattern": IDENTIFIER.pattern}
     )
-    api.spec.components.security_scheme(
-        "bearer", {"type": "http", "scheme": "bearer", "description": "API key"}
-    )
-    api.spec.options["security"] = [{"bearer": []}]
     for blueprint in (consents.blp, decisions.blp, events.blp, audit.blp, consent_requests.blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.blp)
+    app.register_blueprint(docs_ui.blp)
     app.register_blueprint(web_views.blp)
     return api
 

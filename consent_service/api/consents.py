@@ -9,6 +9,7 @@ from flask import Response, request
 from marshmallow import RAISE, ValidationError
 from sqlalchemy.orm import Session
 
+from consent_service.api.apidoc import answers, conditional, idempotent
 from consent_service.api.schemas import (
     ConsentAmendSchema,
     ConsentCreateSchema,
@@ -31,7 +32,8 @@ from consent_service.timefmt import format_instant, utcnow
 
 blp = ConsentBlueprint("consents", __name__, url_prefix="/v1", description="Patient consents")
 MAX_VERSION = 2**31 - 1
-ETAG_HEADER = {"ETag": {"description": "The consent version, quoted", "schema": {"type": "string"}}}
+# Header names refer to the shared definitions in the document (api.apidoc.HEADERS).
+ETAG_HEADER = {"ETag": "ETag"}
 
 
 def _etag(version: int) -> dict[str, str]:
@@ -40,9 +42,9 @@ def _etag(version: int) -> dict[str, str]:
 
 @blp.route("/consents", methods=["POST"])
 @requires("consents:write")
+@idempotent
 @blp.arguments(ConsentCreateSchema)
-@blp.response(201, ConsentSchema, headers=ETAG_HEADER)
-@blp.alt_response(422, description="Invalid fields, one entry per field")
+@blp.response(201, ConsentSchema, headers={"Location": "Location", **ETAG_HEADER})
 def create_consent(body: dict[str, Any]) -> Response:
     """Record a consent (version 1)."""
     now = utcnow()
@@ -99,6 +101,7 @@ def list_consents(args: dict[str, Any]) -> Response:
 
 @blp.route("/consents/<uuid(strict=False):consent_id>", methods=["GET"])
 @requires("consents:read")
+@answers(404)
 @blp.response(200, ConsentSchema, headers=ETAG_HEADER)
 def get_consent(consent_id: uuid.UUID) -> Response:
     """Read a consent at its current version."""
@@ -111,10 +114,11 @@ def get_consent(consent_id: uuid.UUID) -> Response:
 
 @blp.route("/consents/<uuid(strict=False):consent_id>", methods=["PATCH"])
 @requires("consents:write")
+@idempotent
+@conditional(required=True)
+@answers(404, 409)
 @blp.arguments(ConsentAmendSchema)
 @blp.response(200, ConsentSchema, headers=ETAG_HEADER)
-@blp.alt_response(412, description="The If-Match version is not the current one")
-@blp.alt_response(428, description="If-Match is required")
 def amend_consent(body: dict[str, Any], consent_id: uuid.UUID) -> Response:
     """Amend a consent; send the ETag you read in If-Match."""
     expected = _if_match()
@@ -141,9 +145,11 @@ def amend_consent(body: dict[str, Any], consent_id: uuid.UUID) -> Response:
 
 @blp.route("/consents/<uuid(strict=False):consent_id>/revoke", methods=["POST"])
 @requires("consents:write")
+@idempotent
+@conditional(required=False)
+@answers(404, 409)
 @blp.arguments(RevokeSchema, required=False)
 @blp.response(200, ConsentSchema, headers=ETAG_HEADER)
-@blp.alt_response(409, description="The consent is not active")
 def revoke_consent(body: dict[str, Any], consent_id: uuid.UUID) -> Response:
     """Revoke an active consent (If-Match optional)."""
     expected = _if_match(required=False)
@@ -167,6 +173,7 @@ def revoke_consent(body: dict[str, Any], consent_id: uuid.UUID) -> Response:
 
 @blp.route("/consents/<uuid(strict=False):consent_id>/versions", methods=["GET"])
 @requires("consents:read")
+@answers(404)
 @blp.response(200, ConsentSchema(many=True))
 def list_versions(consent_id: uuid.UUID) -> Response:
     """Every version of a consent, oldest first."""
@@ -179,7 +186,8 @@ def list_versions(consent_id: uuid.UUID) -> Response:
 
 @blp.route("/consents/<uuid(strict=False):consent_id>/versions/<int:number>", methods=["GET"])
 @requires("consents:read")
-@blp.response(200, ConsentSchema)
+@answers(404)
+@blp.response(200, ConsentSchema, headers=ETAG_HEADER)
 def get_version(consent_id: uuid.UUID, number: int) -> Response:
     """One version of a consent."""
     if not 1 <= number <= MAX_VERSION:
@@ -196,6 +204,8 @@ def get_version(consent_id: uuid.UUID, number: int) -> Response:
 
 @blp.route("/practitioners/<path:practitioner_id>/revoke-all", methods=["POST"])
 @requires("consents:write")
+@idempotent
+@answers(412)
 @blp.arguments(RevokeSchema, required=False)
 @blp.response(200, RevokeAllResultSchema)
 def revoke_practitioner(body: dict[str, Any], practitioner_id: str) -> Response:
@@ -220,6 +230,7 @@ def revoke_practitioner(body: dict[str, Any], practitioner_id: str) -> Response:
 
 @blp.route("/patients/<path:patient_id>/export", methods=["GET"])
 @requires("consents:read")
+@answers(422)
 @blp.response(200, PatientExportSchema)
 def export_patient(patient_id: str) -> Response:
     """Every consent of a patient with every version (GDPR right of access)."""

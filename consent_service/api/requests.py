@@ -17,6 +17,7 @@ from flask import Response, url_for
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from sqlalchemy.orm import Session
 
+from consent_service.api.apidoc import answers, idempotent
 from consent_service.api.schemas import Identifier, Instant, PlainText, _word_list
 from consent_service.db.request_models import ConsentRequest
 from consent_service.http.auth import requires
@@ -125,9 +126,9 @@ class ConsentRequestSchema(Schema):
 
 @blp.route("/consent-requests", methods=["POST"])
 @requires("consents:write")
+@idempotent
 @blp.arguments(ConsentRequestCreateSchema)
-@blp.response(201, ConsentRequestSchema)
-@blp.alt_response(422, description="Invalid fields, one entry per field")
+@blp.response(201, ConsentRequestSchema, headers={"Location": "Location"})
 def create_consent_request(body: dict[str, Any]) -> Response:
     """Ask a patient for a consent; deliver the returned form_url to them."""
     now = utcnow()
@@ -158,6 +159,7 @@ def create_consent_request(body: dict[str, Any]) -> Response:
 
 @blp.route("/consent-requests/<uuid(strict=False):request_id>", methods=["GET"])
 @requires("consents:read")
+@answers(404)
 @blp.response(200, ConsentRequestSchema)
 def get_consent_request(request_id: uuid.UUID) -> Response:
     """A request's status and, once granted, the consent it recorded."""

@@ -67,6 +67,8 @@ def requires(scope: str, cost: Callable[[], int] | None = None) -> Callable[[F],
                     g.pop("read_connection", None)
                     del g.read_scope
 
+        # The OpenAPI document states each operation's scope from this (api.apidoc).
+        guarded.required_scope = scope  # type: ignore[attr-defined]
         return guarded  # type: ignore[return-value]
 
     return decorate
