@@ -82,7 +82,7 @@ def verify_data(session: Session) -> DataReport:
     report = DataReport()
     recorded = _recorded_digests(session)
     purged_before = _last_purge(session)
-    latest: dict[str, ConsentVersion | None] = {}
+    latest: dict[str, ConsentVersion] = {}
     for version in _versions(session):
         report.versions += 1
         key = (version.consent_id, version.version)
@@ -100,12 +100,12 @@ def verify_data(session: Session) -> DataReport:
         report.report(f"consent {consent_id} version {number}: removed")
     for consent in session.scalars(select(Consent).order_by(Consent.id)):
         report.consents += 1
-        version = latest.pop(consent.id, None)
-        if version is None:
+        current = latest.pop(consent.id, None)
+        if current is None:
             report.report(f"consent {consent.id}: no version")
-        elif any(getattr(consent, f) != getattr(version, f) for f in CONSENT_STATE_FIELDS):
+        elif any(getattr(consent, f) != getattr(current, f) for f in CONSENT_STATE_FIELDS):
             report.report(
-                f"consent {consent.id}: current row differs from version {version.version}"
+                f"consent {consent.id}: current row differs from version {current.version}"
             )
     for consent_id in sorted(latest):
         report.report(f"consent {consent_id}: versions without a consent row")
