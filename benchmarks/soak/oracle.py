@@ -159,7 +159,7 @@ def wait_for_views(
 
 def audit_verify(env: dict[str, str]) -> dict[str, Any]:
     done = subprocess.run(
-        [CLI, "audit", "verify", "--json"],
+        [CLI, "audit", "verify", "--json", "--data"],
         env=env,
         capture_output=True,
         text=True,

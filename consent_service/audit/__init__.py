@@ -28,11 +28,13 @@ from consent_service.audit.chain import (
     versions_audited,
 )
 from consent_service.audit.checkpoints import create_checkpoint, purge
+from consent_service.audit.data import DataReport, verify_data
 from consent_service.audit.verification import Report, verify
 
 __all__ = [
     "GENESIS",
     "Context",
+    "DataReport",
     "Record",
     "Report",
     "append",
@@ -45,5 +47,6 @@ __all__ = [
     "purge",
     "reset_chains",
     "verify",
+    "verify_data",
     "versions_audited",
 ]

@@ -39,6 +39,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, event, insert, select
 from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction
 
+from consent_service.audit.data import version_digest
 from consent_service.config import Settings
 from consent_service.db.audit_models import AuditEntry
 from consent_service.db.models import ConsentVersion
@@ -265,6 +266,9 @@ def _audit_new_versions(session: Session, _flush: UOWTransaction, _instances: An
                 "patient_id": version.patient_id,
                 "practitioner_id": version.practitioner_id,
                 "actor": version.actor,
+                # The version's content, so that a row edited in the database
+                # is found (``audit.data``).
+                "sha256": version_digest(version),
             },
             client_id=context.client_id,
             organization=version.organization,

@@ -33,21 +33,39 @@ def audit_group() -> None:
     type=click.File("r"),
     help="Checkpoints exported earlier (JSON lines); their heads must still be present.",
 )
+@click.option(
+    "--data",
+    "with_data",
+    is_flag=True,
+    help="Also check every consent and version row against the digests in the log.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(checkpoint_file: IO[str] | None, as_json: bool) -> None:
+def verify(checkpoint_file: IO[str] | None, with_data: bool, as_json: bool) -> None:
     """Walk every chain and checkpoint; exit 1 and name the first broken entry if any."""
     exported = [json.loads(line) for line in checkpoint_file or () if line.strip()]
     database = _database()
     with database.reading() as session:
         report = audit.verify(session, exported=exported)
+        data = audit.verify_data(session) if with_data else None
+    ok = report.ok and (data is None or data.ok)
     summary: dict[str, Any] = {
-        "ok": report.ok,
+        "ok": ok,
         "entries": report.entries,
         "chains": report.chains,
         "checkpoints": report.checkpoints,
         "first_broken_entry": report.first_broken,
         "problems": report.problems,
     }
+    if data is not None:
+        summary["data"] = {
+            "ok": data.ok,
+            "consents": data.consents,
+            "versions": data.versions,
+            "unbound": data.unbound,
+            "purged": data.purged,
+            "problems": data.problems,
+            "more_problems": data.more_problems,
+        }
     if as_json:
         click.echo(json.dumps(summary))
     else:
@@ -59,7 +77,17 @@ def verify(checkpoint_file: IO[str] | None, as_json: bool) -> None:
             click.echo(f"first broken entry: {report.first_broken}")
         for problem in report.problems:
             click.echo(f"  {problem}")
-    sys.exit(0 if report.ok else 1)
+        if data is not None:
+            click.echo(
+                f"{data.consents} consents, {data.versions} versions "
+                f"({data.unbound} recorded before data binding, {data.purged} past the last "
+                f"purge): {'OK' if data.ok else 'ALTERED'}"
+            )
+            for problem in data.problems:
+                click.echo(f"  {problem}")
+            if data.more_problems:
+                click.echo(f"  ... and {data.more_problems} more")
+    sys.exit(0 if ok else 1)
 
 
 @audit_group.command("checkpoint")

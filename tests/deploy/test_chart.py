@@ -576,7 +576,10 @@ def test_audit_cronjobs_checkpoint_and_verify_by_default(chart: helm.Chart) -> N
     verify, verify_pod = _cron(objects, "audit-verify")
     # The checkpoint's JSON line goes to stdout, i.e. into the cluster's log pipeline.
     assert checkpoint_pod["containers"][0]["args"] == ["audit", "checkpoint"]
-    assert verify_pod["containers"][0]["args"] == ["audit", "verify", "--json"]
+    # By default verify also checks the consent tables against the log.
+    assert verify_pod["containers"][0]["args"] == ["audit", "verify", "--json", "--data"]
+    _, chain_only = _cron(render(chart, {"audit": {"verify": {"data": False}}}), "audit-verify")
+    assert chain_only["containers"][0]["args"] == ["audit", "verify", "--json"]
     assert checkpoint["spec"]["schedule"] == "*/5 * * * *"
     assert verify["spec"]["schedule"] == "30 2 * * *"
     for cron, pod in ((checkpoint, checkpoint_pod), (verify, verify_pod)):
