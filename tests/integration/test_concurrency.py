@@ -18,8 +18,8 @@ import pytest
 from flask import Flask
 from werkzeug.test import TestResponse
 
-from consent_service.http import writes
 from consent_service.db.session import Database
+from consent_service.http import writes
 from consent_service.services import consents as consent_service
 from tests.conftest import consent_body
 from tests.integration.api_support import create_consent, row_counts

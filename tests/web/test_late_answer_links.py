@@ -11,8 +11,8 @@ from sqlalchemy import update
 
 from consent_service.db.request_models import ConsentRequest
 from consent_service.db.session import Database
-from consent_service.timefmt import utcnow
 from consent_service.services import links
+from consent_service.timefmt import utcnow
 from tests.web.conftest import Ask, Form, forms, local
 
 MANAGE_PATH = "/consent/mine?"
