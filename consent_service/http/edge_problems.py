@@ -10,10 +10,12 @@ by its form.
 from __future__ import annotations
 
 import json
+import logging
+import re
 
 from gunicorn.http import errors as http_errors
 
-from consent_service.http.request_ids import new_request_id
+from consent_service.http.request_ids import client_request_id, new_request_id
 from consent_service.http.security import API_CSP, HEADERS
 
 STATUS_TITLES = {
@@ -66,3 +68,34 @@ def status_of(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, http_errors.ParseException):
         return 400, str(exc)
     return 500, ""
+
+
+access_log = logging.getLogger("consent_service.access")
+_CLIENT_REQUEST_ID = re.compile(rb"\r\nX-Request-Id:[ \t]*([^\r\n]{1,200})", re.IGNORECASE)
+_METHOD = re.compile(rb"([A-Z]{1,16}) ")
+
+
+def log_refusal(status: int, request_id: str, received: bytes) -> None:
+    """The JSON access line of an answer made at the edge, like the app's own lines.
+
+    ``received`` is what had arrived of the request: its method and the
+    caller's ``X-Request-Id`` (kept only as ``client_request_id``) are read
+    from it when present. Never the path: it may hold a patient reference.
+    """
+    head = received[: received.find(b"\r\n\r\n") + 2] if b"\r\n\r\n" in received else received
+    method = _METHOD.match(head)
+    caller = _CLIENT_REQUEST_ID.search(head)
+    access_log.info(
+        "request",
+        extra={
+            "request_id": request_id,
+            "method": method.group(1).decode() if method else None,
+            "route": None,
+            "status": status,
+            "duration_ms": None,
+            "client_id": None,
+            "client_request_id": client_request_id(
+                caller.group(1).decode("latin-1").strip() if caller else None
+            ),
+        },
+    )

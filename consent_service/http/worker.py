@@ -41,7 +41,7 @@ from gunicorn.http import wsgi
 from gunicorn.workers import base
 
 from consent_service.config import ConfigError, Settings, _positive_int
-from consent_service.http.edge_problems import problem_bytes, status_of
+from consent_service.http.edge_problems import log_refusal, problem_bytes, status_of
 from consent_service.http.framing import FramingError, RequestFramer
 from consent_service.http.request_ids import new_request_id
 
@@ -285,6 +285,7 @@ class EdgeWorker(base.Worker):
             self.log.exception("Error handling request rid=%s", request_id)
         else:
             self.log.warning("Invalid request from ip=%s rid=%s: %s", _ip(addr), request_id, exc)
+        log_refusal(status, request_id, b"")
         try:
             client.setblocking(True)
             client.settimeout(self.limits.read_timeout)
@@ -302,6 +303,7 @@ class EdgeWorker(base.Worker):
             detail,
             request_id,
         )
+        log_refusal(status, request_id, bytes(connection.buffer))
         self._send(connection, problem_bytes(status, detail, request_id))
         self._linger(connection)
 

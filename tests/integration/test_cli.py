@@ -25,6 +25,7 @@ from consent_service.cli import main
 from consent_service.db.session import Database
 from tests.conftest import TEST_SECRET_KEYS
 from tests.integration.api_support import assert_problem, create_consent
+from tests.support.waiting import wait_until
 
 
 def run(database_url: str, *args: str) -> Result:
@@ -95,6 +96,12 @@ def test_clients_revoke_stops_the_key(client: FlaskClient, database: Database) -
     result = run(database.url, "clients", "revoke", created["client_id"])
 
     assert result.exit_code == 0, result.output
+    # A worker trusts a key it verified for at most CONSENT_API_KEY_CACHE_MS (1 s).
+    wait_until(
+        lambda: client.get("/v1/consents", headers=headers).status_code == 401,
+        3,
+        "the revoked key to be refused",
+    )
     assert_problem(client.get("/v1/consents", headers=headers), 401)
     rows = json.loads(run(database.url, "clients", "list", "--json").stdout)
     assert rows[0]["revoked_at"] is not None
