@@ -10,7 +10,7 @@ from flask_smorest import Api
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from consent_service.api import audit, consents, decisions, events, health
+from consent_service.api import audit, consents, decisions, events, health, subscribers
 from consent_service.api import requests as consent_requests
 from consent_service.api.apidoc import ConsentApi, document_vocabularies
 from consent_service.api.context import ServiceState
@@ -66,7 +66,14 @@ def register_blueprints(app: Flask) -> Api:
         "bearer", {"type": "http", "scheme": "bearer", "description": "API key"}
     )
     api.spec.options["security"] = [{"bearer": []}]
-    for blueprint in (consents.blp, decisions.blp, events.blp, audit.blp, consent_requests.blp):
+    for blueprint in (
+        consents.blp,
+        decisions.blp,
+        events.blp,
+        audit.blp,
+        consent_requests.blp,
+        subscribers.blp,
+    ):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.blp)
     app.register_blueprint(web_views.blp)
