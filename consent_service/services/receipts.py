@@ -288,19 +288,36 @@ class WithdrawalReceipt:
     applied_at: datetime | None
 
 
-def withdrawal_receipt(session: Session, *, consent: Consent) -> WithdrawalReceipt:
-    """Of the organization's active subscribers, those that applied the consent's version.
+def withdrawal_receipts(
+    session: Session, *, organization: str, consent_ids: Sequence[str]
+) -> dict[str, WithdrawalReceipt]:
+    """For each consent, how many active subscribers applied its current version.
 
     ``applied_at`` is when the last of them applied it, once all have.
     """
-    subscribers = {client.id for client in active_subscribers(session, consent.organization)}
-    rows = session.scalars(
-        select(SubscriberReceipt).where(
-            SubscriberReceipt.consent_id == consent.id,
-            SubscriberReceipt.applied_version >= consent.version,
-        )
+    if not consent_ids:
+        return {}
+    subscribers = {client.id for client in active_subscribers(session, organization)}
+    consents = session.scalars(
+        select(Consent).where(Consent.id.in_(consent_ids), Consent.organization == organization)
     ).all()
-    done = [row for row in rows if row.subscriber_id in subscribers]
-    complete = bool(subscribers) and len(done) == len(subscribers)
-    applied_at = max(row.applied_at for row in done) if complete else None
-    return WithdrawalReceipt(len(done), len(subscribers), applied_at)
+    done: dict[str, list[datetime]] = {consent.id: [] for consent in consents}
+    rows = session.execute(
+        select(SubscriberReceipt.consent_id, SubscriberReceipt.applied_at)
+        .join(Consent, Consent.id == SubscriberReceipt.consent_id)
+        .where(
+            SubscriberReceipt.consent_id.in_(consent_ids),
+            SubscriberReceipt.organization == organization,
+            SubscriberReceipt.subscriber_id.in_(subscribers),
+            SubscriberReceipt.applied_version >= Consent.version,
+        )
+    )
+    for consent_id, applied_at in rows:
+        done[consent_id].append(applied_at)
+    receipts = {}
+    for consent_id, moments in done.items():
+        complete = bool(subscribers) and len(moments) == len(subscribers)
+        receipts[consent_id] = WithdrawalReceipt(
+            len(moments), len(subscribers), max(moments) if complete else None
+        )
+    return receipts
