@@ -56,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fetch-max-wait-ms", type=int, nargs="+", default=[20, 500])
     parser.add_argument("--pause-ms", type=int, default=100, help="mean pause between revocations")
     parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument(
+        "--acking-subscribers",
+        type=int,
+        default=3,
+        help="kits acknowledging to the service, for revoke -> enforced everywhere (0: skip)",
+    )
     args = parser.parse_args(argv)
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="revocation-")))
@@ -72,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         for wait_ms in args.fetch_max_wait_ms:
             latencies = _latencies(api, broker, workdir, wait_ms, args)
             _report(f"revoke -> deny, fetch_max_wait_ms={wait_ms}", latencies)
+        if args.acking_subscribers:
+            _report(
+                f"revoke commit -> enforced everywhere, {args.acking_subscribers} acking kits",
+                _enforced_everywhere(api, env, broker, workdir, args),
+                target_ms=100,
+            )
         rate = _apply_rate(broker, workdir, args.events)
         print(f"apply rate, one subscriber, SQLite synchronous=FULL: {rate:,.0f} events/s")
     return 0
@@ -118,6 +130,23 @@ def _latencies(
             latencies.append(time.perf_counter() - returned)
         view.close()
     return latencies
+
+
+def _enforced_everywhere(
+    api: Api, env: dict[str, str], broker: str, workdir: Path, args: argparse.Namespace
+) -> list[float]:
+    from enforcement_receipts import enforced_everywhere_latencies
+
+    return enforced_everywhere_latencies(
+        api.base_url,
+        env,
+        broker,
+        workdir,
+        organization=ORG,
+        revocations=args.revocations,
+        pause_ms=args.pause_ms,
+        subscribers=args.acking_subscribers,
+    )
 
 
 def _until(view: ConsentView, patient: str, decision: str, *, timeout: float) -> None:
@@ -207,13 +236,13 @@ def _record(consent_id: str, patient: str) -> tuple[bytes, bytes, list[tuple[str
     return consent_id.encode(), json.dumps(data).encode(), headers
 
 
-def _report(label: str, latencies: list[float]) -> None:
+def _report(label: str, latencies: list[float], target_ms: int = 1000) -> None:
     ms = sorted(1000 * s for s in latencies)
     p99 = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
-    verdict = "meets" if p99 < 1000 else "MISSES"
+    verdict = "meets" if p99 < target_ms else "MISSES"
     print(
         f"{label}: n={len(ms)} p50={statistics.median(ms):.1f} ms p99={p99:.1f} ms"
-        f" max={ms[-1]:.1f} ms ({verdict} the p99 < 1 s target)",
+        f" max={ms[-1]:.1f} ms ({verdict} the p99 < {target_ms} ms target)",
         flush=True,
     )
 
@@ -333,9 +362,11 @@ def _process_on_port(
 
 
 @contextmanager
-def _listener(command: list[str], log_path: Path) -> Iterator[None]:
+def _listener(
+    command: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[None]:
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             yield
         finally:
