@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import sqlite3
 import threading
 import urllib.error
 import urllib.request
@@ -151,7 +152,8 @@ class AckSender:
             try:
                 sent = self.send_once()
                 self._failures = 0
-            except OSError as error:
+            except (OSError, sqlite3.Error) as error:
+                # sqlite3.Error: the store stayed locked past its busy timeout.
                 self._failures += 1
                 delay = self._backoff()
                 logger.warning("acks not sent (%s); retrying in %.1f s", error, delay)

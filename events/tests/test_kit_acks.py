@@ -19,6 +19,7 @@ import pytest
 from kit_helpers import event, free_port, new_id, snapshot
 
 from consent_events.acks import MAX_BATCH, AckSender, forget, pending, queue_current_versions
+from consent_events.cli import main
 from consent_events.store import Store
 
 
@@ -200,3 +201,24 @@ def test_changes_applied_before_acking_was_on_are_queued_once() -> None:
     forget(store, pending(store))
     assert queue_current_versions(store, time.time()) == 0
     assert pending(store) == []
+
+
+def test_listen_with_ack_url_needs_a_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("CONSENT_EVENTS_ACK_KEY", raising=False)
+    command = [
+        "listen",
+        "--bootstrap-servers",
+        "127.0.0.1:1",
+        "--group",
+        "g",
+        "--store",
+        str(tmp_path / "view.db"),
+        "--ack-url",
+        "http://127.0.0.1:1",
+    ]
+    with pytest.raises(SystemExit) as exited:
+        main(command)
+    assert exited.value.code == 2
+    assert "--ack-url needs --ack-key or CONSENT_EVENTS_ACK_KEY" in capsys.readouterr().err
