@@ -66,7 +66,7 @@ def _wait_enforced(desk: _Desk, consent_id: str, *, timeout: float) -> dict[str,
             return found
         if time.monotonic() > deadline:
             raise RuntimeError(f"{consent_id} was never enforced everywhere: {found}")
-        time.sleep(0.002)
+        time.sleep(0.02)
 
 
 def _kit(broker: str, base_url: str, key: str, directory: Path, env: dict[str, str]) -> Any:
