@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from consent_service.db.models import OutboxEvent
 from consent_service.db.receipt_models import SubscriberReceipt
@@ -368,3 +368,33 @@ def _histogram_count(text: str) -> float:
         if line.startswith('consent_revocation_enforced_seconds_count{organization="practice-a"}'):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def test_a_revocation_unacknowledged_past_the_sla_is_late(
+    client: FlaskClient, database: Database, writer: dict[str, str]
+) -> None:
+    subscriber = Subscriber(database, "cabinet-a")
+    consent = create_consent(client, writer)
+    post_acks(client, subscriber, [ack(database, consent, 1)])
+    revoke(client, writer, consent["id"])
+    # The revocation was recorded two minutes ago; the default SLA is 60 s.
+    with database.transaction() as session:
+        session.execute(
+            update(OutboxEvent)
+            .where(OutboxEvent.consent_id == consent["id"], OutboxEvent.consent_version == 2)
+            .values(created_at=utcnow() - timedelta(minutes=2))
+        )
+
+    text = client.get("/metrics").get_data(as_text=True)
+    assert _sample(text, "consent_subscriber_late_revocations", subscriber.id) == 1
+    assert _sample(text, "consent_subscriber_revocation_lag_seconds", subscriber.id) >= 120
+    assert "consent_enforcement_sla_seconds 60.0" in text
+    listed = client.get("/v1/subscribers", headers=writer).get_json()["items"][0]
+    assert listed["unacknowledged"] == 1
+    assert listed["oldest_unacknowledged_age_s"] >= 120
+
+    post_acks(client, subscriber, [ack(database, consent, 2)])
+
+    text = client.get("/metrics").get_data(as_text=True)
+    assert _sample(text, "consent_subscriber_late_revocations", subscriber.id) == 0
+    assert _sample(text, "consent_subscriber_revocation_lag_seconds", subscriber.id) == 0
