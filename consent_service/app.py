@@ -11,7 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
-from consent_service.api import consents, decisions, docs_ui, events, health
+from consent_service.api import consents, decisions, docs_ui, events, health, subscribers
 from consent_service.api import requests as consent_requests
 from consent_service.api.apidoc import ConsentApi, document_vocabularies
 from consent_service.api.metrics import register_metrics
@@ -76,7 +76,14 @@ def register_blueprints(app: Flask) -> Api:
     api.register_converter(
         PathConverter, lambda _converter: {"type": "string", "pattern": IDENTIFIER.pattern}
     )
-    for blueprint in (consents.blp, decisions.blp, events.blp, audit.blp, consent_requests.blp):
+    for blueprint in (
+        consents.blp,
+        decisions.blp,
+        events.blp,
+        audit.blp,
+        consent_requests.blp,
+        subscribers.blp,
+    ):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.blp)
     app.register_blueprint(docs_ui.blp)

@@ -70,6 +70,8 @@ class Settings:
     purposes: tuple[str, ...] = DEFAULT_PURPOSES
     max_body_bytes: int = 256 * 1024
     outbox_lag_threshold_seconds: float = 60.0
+    # A revocation not acknowledged by every subscriber within this is late.
+    enforcement_sla_seconds: float = 60.0
     public_url: str | None = None
     kafka_partitions: int = 12
     kafka_replication: int = 3
@@ -131,6 +133,9 @@ class Settings:
             max_body_bytes=_positive_int(env, "CONSENT_MAX_BODY_BYTES", cls.max_body_bytes),
             outbox_lag_threshold_seconds=float(
                 _positive_int(env, "CONSENT_OUTBOX_LAG_THRESHOLD_SECONDS", 60)
+            ),
+            enforcement_sla_seconds=float(
+                _positive_int(env, "CONSENT_ENFORCEMENT_SLA_SECONDS", 60)
             ),
             public_url=_public_url(env.get("CONSENT_PUBLIC_URL", "")),
             audit_batch_ms=_audit_batch_ms(

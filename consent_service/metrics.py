@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from consent_service.db.models import OutboxEvent
 from consent_service.db.session import Database
+from consent_service.receipt_metrics import SubscriberLagCollector
 from consent_service.timefmt import utcnow
 
 log = logging.getLogger(__name__)
@@ -57,15 +58,21 @@ HTTP_LATENCY = Histogram(
 )
 
 
-def exposition(database: Database | None = None) -> bytes:
+def exposition(
+    database: Database | None = None, *, enforcement_sla_seconds: float | None = None
+) -> bytes:
     """The text a scrape of this process returns.
 
+    With ``enforcement_sla_seconds`` (the API passes it; the relay does
+    not, so the lag query runs once per scrape), subscribers' lag too.
     Includes the outbox figures when given the database (the API and the
     relay both do), read fresh at each scrape.
     """
     sources: list[Collector] = [_process_metrics()]
     if database is not None:
         sources.append(OutboxCollector(database))
+        if enforcement_sla_seconds is not None:
+            sources.append(SubscriberLagCollector(database, enforcement_sla_seconds))
     return generate_latest(_Together(sources))
 
 

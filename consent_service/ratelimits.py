@@ -47,6 +47,7 @@ GROUP_OF_SCOPE = {
     "consents:write": "writes",
     "decisions:read": "decisions",
     "events:read": "events",
+    "events:ack": "events",
     "admin": "admin",
     "links": "links",
     "auth-failures": "auth-failures",

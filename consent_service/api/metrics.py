@@ -45,5 +45,8 @@ def _observe(response: Response) -> Response:
 @blp.get("/metrics")
 def metrics() -> Response:
     """Prometheus text exposition: every worker's counters and the outbox backlog."""
-    body = exposition(state().database)
+    service = state()
+    body = exposition(
+        service.database, enforcement_sla_seconds=service.settings.enforcement_sla_seconds
+    )
     return Response(body, content_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})

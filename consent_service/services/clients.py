@@ -32,7 +32,14 @@ from consent_service.db.audit_models import ApiKey
 from consent_service.db.models import ApiClient
 from consent_service.services.errors import Conflict, InvalidConsent, NotFound
 
-SCOPES = ("consents:read", "consents:write", "decisions:read", "events:read", "admin")
+SCOPES = (
+    "consents:read",
+    "consents:write",
+    "decisions:read",
+    "events:read",
+    "events:ack",
+    "admin",
+)
 KEY_MARKER = "csk"
 PREFIX_LENGTH = 16
 MAX_LIVE_KEYS = 2

@@ -209,6 +209,12 @@ MESSAGES: dict[str, dict[str, str]] = {
             "qui vous a envoyé le lien."
         ),
         "time_at": "{date} à {time}",
+        "receipt_done": "Retrait pris en compte par {applied} logiciels sur {total} le {moment}.",
+        "receipt_done_one": "Retrait pris en compte par le logiciel du cabinet le {moment}.",
+        "receipt_pending": (
+            "Retrait en cours de prise en compte par les logiciels du cabinet "
+            "({applied} sur {total} pour l'instant)."
+        ),
     },
     "en": {
         "site_name": "Your health consents",
@@ -330,6 +336,14 @@ MESSAGES: dict[str, dict[str, str]] = {
             "sent you the link."
         ),
         "time_at": "{date} at {time} (Paris time)",
+        "receipt_done": (
+            "Withdrawal applied by {applied} of {total} software systems of the practice on "
+            "{moment}."
+        ),
+        "receipt_done_one": "Withdrawal applied by the practice's software on {moment}.",
+        "receipt_pending": (
+            "Withdrawal being applied by the practice's software ({applied} of {total} so far)."
+        ),
     },
 }
 

@@ -41,6 +41,7 @@ from consent_service.services.errors import Conflict, NotFound
 from consent_service.timefmt import utcnow
 from consent_service.web import i18n
 from consent_service.web.csrf import csrf_is_valid, csrf_token, set_csrf_cookie
+from consent_service.web.receipts_text import withdrawal_texts
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,9 @@ def my_consents() -> Response:
             organization=consent_request.organization,
             practitioner_ids=[consent["practitioner_id"] for consent in consents],
         )
+        receipts = withdrawal_texts(
+            session, organization=consent_request.organization, consents=consents, language=g.lang
+        )
     _record_read(consent_ids=[consent["id"] for consent in consents], count=len(consents))
     return _page(
         "mine.html",
@@ -194,6 +198,7 @@ def my_consents() -> Response:
         token=token,
         csrf=csrf_token(_keys()) if consents else None,
         items=[_consent_view(consent, names) for consent in consents],
+        receipts=receipts,
     )
 
 

@@ -13,12 +13,15 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from types import FrameType
 from typing import Any
 
+from consent_events.acks import AckSender, queue_current_versions
 from consent_events.feed import Feed
+from consent_events.store import Store
 from consent_events.subscriber import DEFAULT_FETCH_MAX_WAIT_MS, DEFAULT_TOPIC, Subscriber
 from consent_events.view import ConsentView, ConsentViewUnavailable
 
@@ -60,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
         help="service base URL: a fresh group first catches up from GET /v1/events"
         " (API key in CONSENT_EVENTS_API_KEY, scope events:read)",
     )
+    listen.add_argument(
+        "--ack-url",
+        help="service base URL: acknowledge each applied change to POST /v1/subscribers/acks"
+        " (API key in --ack-key or CONSENT_EVENTS_ACK_KEY, scope events:ack)",
+    )
+    listen.add_argument("--ack-key", help="API key for --ack-url (prefer CONSENT_EVENTS_ACK_KEY)")
     listen.add_argument("--fetch-max-wait-ms", type=int, default=DEFAULT_FETCH_MAX_WAIT_MS)
     listen.add_argument(
         "-X",
@@ -99,8 +108,10 @@ def _listen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if not api_key or not args.organization:
             parser.error("--feed-url needs --organization and CONSENT_EVENTS_API_KEY")
         feed = Feed(args.feed_url, api_key)
+    store = Store(args.store, queue_acks=bool(args.ack_url))
+    sender = _ack_sender(parser, args, store)
     subscriber = Subscriber(
-        args.store,
+        store,
         bootstrap_servers=args.bootstrap_servers.split(","),
         group_id=args.group,
         topics=args.topic or [DEFAULT_TOPIC],
@@ -108,6 +119,7 @@ def _listen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         organization=args.organization,
         fetch_max_wait_ms=args.fetch_max_wait_ms,
         consumer_config=_consumer_config(parser, args.consumer_config),
+        on_change=None if sender is None else lambda change: sender.notify(),
     )
     stop = threading.Event()
 
@@ -117,11 +129,30 @@ def _listen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
+        if sender is not None:
+            sender.start()
         subscriber.start(feed, metadata_timeout=None)
         subscriber.run(stop)
     finally:
         subscriber.close()
+        if sender is not None:
+            # Acks not sent by then stay queued in the store for the next start.
+            sender.stop()
     return 0
+
+
+def _ack_sender(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, store: Store
+) -> AckSender | None:
+    if not args.ack_url:
+        return None
+    key = args.ack_key or os.environ.get("CONSENT_EVENTS_ACK_KEY")
+    if not key:
+        parser.error("--ack-url needs --ack-key or CONSENT_EVENTS_ACK_KEY")
+    queued = queue_current_versions(store, time.time())
+    if queued:
+        logging.getLogger(__name__).info("queued acks of %d consents applied earlier", queued)
+    return AckSender(store, args.ack_url, key)
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

@@ -73,6 +73,12 @@ CREATE TABLE IF NOT EXISTS sync_state (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS pending_acks (
+    event_id TEXT PRIMARY KEY,
+    consent_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    applied_at REAL NOT NULL
+);
 """
 
 APPLIED = "applied"
@@ -138,8 +144,11 @@ class Store:
     processes while a subscriber writes it.
     """
 
-    def __init__(self, path: str = ":memory:"):
+    def __init__(self, path: str = ":memory:", *, queue_acks: bool = False):
         self.path = path
+        # With ``queue_acks``, every applied version is also queued in
+        # ``pending_acks``, in the same transaction, for ``consent_events.acks``.
+        self.queue_acks = queue_acks
         self._lock = threading.RLock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA busy_timeout = 10000")
@@ -186,6 +195,16 @@ class Store:
                     changes.append(_reject(db, item, now))
                 else:
                     changes.extend(_apply_event(db, item, now))
+            if self.queue_acks:
+                db.executemany(
+                    "INSERT OR IGNORE INTO pending_acks (event_id, consent_id, version, applied_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    [
+                        (change.event_id, change.consent_id, change.version, now)
+                        for change in changes
+                        if change.outcome == APPLIED
+                    ],
+                )
             _write_state(
                 db,
                 now,
@@ -208,6 +227,12 @@ class Store:
                 " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 (json.dumps(group_id),),
             )
+
+    @contextmanager
+    def transaction(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """A transaction on the store's connection, for the kit's own modules (acks)."""
+        with self._transaction(write=write) as db:
+            yield db
 
     # Reading -------------------------------------------------------------
 

@@ -409,13 +409,19 @@ def exported_series(tmp_path: Path) -> set[str]:
     from consent_service.db.session import Database
     from consent_service.metrics import OutboxCollector
     from consent_service.outbox.relay_metrics import PoisonCollector
+    from consent_service.receipt_metrics import SubscriberLagCollector
 
     url = f"sqlite:///{tmp_path / 'metrics.db'}"
     upgrade(url)
     database = Database(url)
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"], "gauge": [""]}
     names = set()
-    collectors = [REGISTRY, OutboxCollector(database), PoisonCollector(database)]
+    collectors = [
+        REGISTRY,
+        OutboxCollector(database),
+        PoisonCollector(database),
+        SubscriberLagCollector(database, 60.0),
+    ]
     for collector in collectors:
         for family in collector.collect():
             names.update(family.name + suffix for suffix in suffixes.get(family.type, [""]))
@@ -442,6 +448,9 @@ def test_dashboard_queries_only_metrics_the_service_exports(tmp_path: Path) -> N
         "consent_outbox_oldest_unpublished_age_seconds",
         "consent_relay_commit_to_ack_seconds_bucket",
         "consent_relay_publish_failures_total",
+        "consent_subscriber_unacknowledged_changes",
+        "consent_subscriber_revocation_lag_seconds",
+        "consent_revocation_enforced_seconds_bucket",
     ):
         assert wanted in queried
 

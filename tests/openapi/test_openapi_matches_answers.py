@@ -156,7 +156,19 @@ def _generic_calls(ids: dict[str, str]) -> list[tuple[str, str, Any]]:
         ("GET", "/v1/audit", None),
         ("POST", "/v1/consent-requests", _consent_request(ids["patient"])),
         ("GET", f"/v1/consent-requests/{request_id}", None),
+        ("POST", "/v1/subscribers/acks", {"acks": [_ack(consent)]}),
+        ("GET", f"/v1/consents/{consent}/enforcement", None),
+        ("GET", "/v1/subscribers", None),
     ]
+
+
+def _ack(consent: str) -> dict[str, Any]:
+    return {
+        "event_id": "00000000-0000-4000-8000-000000000001",
+        "consent_id": consent,
+        "version": 1,
+        "applied_at": "2026-01-01T00:00:00Z",
+    }
 
 
 def _question(patient: str) -> dict[str, Any]:
@@ -285,8 +297,15 @@ def _the_right_way(
         ("POST", "/v1/decisions:batch", {"checks": [_question("p-2")]}, keys["decisions:read"]),
         ("GET", "/v1/events", None, keys["events:read"]),
         ("GET", "/v1/audit", None, keys["admin"]),
+        ("GET", f"/v1/consents/{consent}/enforcement", None, read),
+        ("GET", "/v1/subscribers", None, read),
     ):
         assert recorder.call(client, method, url, json=body, headers=key).status_code == 200
+    acks = {"acks": [_ack(consent)]}
+    acked = recorder.call(
+        client, "POST", "/v1/subscribers/acks", json=acks, headers=keys["events:ack"]
+    )
+    assert acked.status_code == 202
     asked = recorder.call(
         client, "POST", "/v1/consent-requests", json=_consent_request("p-3"), headers=write
     )
@@ -336,6 +355,7 @@ def _unknown_ids(client: FlaskClient, recorder: Recorder, keys: dict[str, dict[s
         ("GET", f"/v1/consent-requests/{UNKNOWN_ID}", read, {}),
         ("PATCH", f"/v1/consents/{UNKNOWN_ID}", write, {"If-Match": '"1"'}),
         ("POST", f"/v1/consents/{UNKNOWN_ID}/revoke", write, {}),
+        ("GET", f"/v1/consents/{UNKNOWN_ID}/enforcement", read, {}),
     ):
         body = {"purposes": ["care-coordination"]} if method == "PATCH" else None
         answer = recorder.call(client, method, url, json=body, headers={**key, **extra})

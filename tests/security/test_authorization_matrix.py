@@ -29,6 +29,13 @@ QUESTION = {
     "purpose": "care-coordination",
 }
 
+ACK = {
+    "event_id": "4f6c1c1e-8d0b-4d35-9a53-0d7e3f3b8a11",
+    "consent_id": "{consent}",
+    "version": 1,
+    "applied_at": "2026-01-01T00:00:00Z",
+}
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -105,6 +112,21 @@ ENDPOINTS = [
         {"checks": [QUESTION]},
     ),
     Endpoint("GET", "/v1/events", "events:read", "/v1/events"),
+    Endpoint(
+        "POST",
+        "/v1/subscribers/acks",
+        "events:ack",
+        "/v1/subscribers/acks",
+        {"acks": [ACK]},
+    ),
+    Endpoint("GET", "/v1/subscribers", "consents:read", "/v1/subscribers"),
+    Endpoint(
+        "GET",
+        "/v1/consents/<uuid(strict=False):consent_id>/enforcement",
+        "consents:read",
+        "/v1/consents/{consent}/enforcement",
+        is_object=True,
+    ),
     Endpoint("GET", "/v1/audit", "admin", "/v1/audit"),
     Endpoint(
         "POST",
