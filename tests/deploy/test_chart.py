@@ -125,7 +125,7 @@ def test_production_adds_ingress_monitoring_and_dashboard(production: dict[str, 
         {"secretName": "consent-hds-example-org-tls", "hosts": ["consent.hds.example.org"]}
     ]
     paths = [p["path"] for p in ingress["spec"]["rules"][0]["http"]["paths"]]
-    assert "/v1" in paths
+    assert {"/v1", "/consent", "/fhir/r4", "/openapi.json", "/docs"} <= set(paths)
     assert not {"/", "/metrics", "/healthz", "/readyz"} & set(paths)
 
     monitor = one(objects, "ServiceMonitor", FULLNAME)
