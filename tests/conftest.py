@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
 from consent_service import create_app
+from consent_service.audit import trail as audit_trail
 from consent_service.audit import writer as audit_writer
 from consent_service.config import Settings
 from consent_service.db.base import Base
@@ -81,6 +82,9 @@ def database(backend: str, database_urls: dict[str, str]) -> Iterator[Database]:
         # Batched audit entries of this test land before the tables are
         # emptied, not in the next test's.
         audit_writer.flush(timeout=10)
+        # The audit engine, writer thread and refusal timer of this database
+        # hold connections until collected; close them now, test by test.
+        audit_trail.release(db)
         empty_tables(db)
         db.dispose()
 

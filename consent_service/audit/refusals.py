@@ -99,6 +99,13 @@ class RefusalTally:
         if ended:
             self._sink([self._entry(source, window) for source, window in ended.items()])
 
+    def stop(self) -> None:
+        """Stop the timer: it holds the tally, and through its sink the database, for a window."""
+        with self._lock:
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+
     def _start_timer(self) -> None:
         # The timer ends the windows that nothing else ends: an attack that
         # stopped still gets its entry at most two windows after it began.
@@ -144,6 +151,15 @@ def tally(database: Database, sink: Sink) -> RefusalTally:
                 found = RefusalTally(sink)
                 _TALLIES[database] = found
     return found
+
+
+def release(database: Database) -> None:
+    """Hand over ``database``'s open windows and stop its timer (an app ending early)."""
+    with _TALLIES_LOCK:
+        found = _TALLIES.pop(database, None)
+    if found is not None:
+        found.flush()
+        found.stop()
 
 
 def flush_all() -> None:

@@ -192,6 +192,23 @@ def audit_engine(database: Database) -> Engine:
     return engine
 
 
+def release(database: Database, timeout: float = 10.0) -> None:
+    """Close what the audit trail holds for ``database``, once its entries are appended.
+
+    For an app that ends before its process (tests, short-lived tools): the
+    refusal tally's open windows and the batch writer's queue are appended,
+    the tally's timer stopped, and the audit engine's pooled connections
+    closed, rather than left open until the objects are garbage collected.
+    """
+    refusals.release(database)
+    writer = _WRITERS.pop(database, None)
+    if writer is not None:
+        writer.flush(timeout)
+    found = _AUDIT_ENGINES.pop(database, None)
+    if found is not None and found[0] == os.getpid():
+        found[1].dispose()
+
+
 def _make_audit_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = make_engine(url)
