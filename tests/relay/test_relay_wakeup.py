@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -15,16 +14,14 @@ from consent_service.outbox.publisher import InMemoryPublisher
 from consent_service.outbox.relay import Relay, RelayOptions
 from consent_service.outbox.wakeup import Poll, PostgresNotifications, wakeup_for
 from tests.relay.conftest import Writes
+from tests.support.waiting import wait_until
 
 # Far longer than any test waits: a wait that ends sooner was woken by a notification.
 NEVER = 60.0
 
 
 def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.005)
+    wait_until(condition, timeout, "the relay to get there", interval=0.005)
 
 
 @pytest.fixture

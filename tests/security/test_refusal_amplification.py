@@ -7,7 +7,6 @@ import dataclasses
 import json
 import random
 import threading
-import time
 from datetime import timedelta
 
 from flask.testing import FlaskClient
@@ -19,6 +18,7 @@ from consent_service.db.session import Database
 from consent_service.timefmt import utcnow
 from tests.conftest import KeyFactory
 from tests.security.conftest import audit_rows
+from tests.support.waiting import wait_until
 
 QUESTION = {
     "patient_id": "pat-1",
@@ -114,11 +114,8 @@ def test_one_entry_per_window_and_the_timer_ends_quiet_windows() -> None:
     quick.count(source, request_id="late", now=utcnow())
     assert arrived.wait(timeout=10), "the timer never ended the window"
     assert handed[-1].request_id == "late" and handed[-1].objects["count"] == 1
-    deadline = time.monotonic() + 10
     # The timer stops once no window is open.
-    while quick._timer is not None:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: quick._timer is None, 10, "the timer to stop")
 
 
 def test_a_batch_counts_each_check_against_the_decisions_budget(
