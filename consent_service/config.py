@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import sys
 from collections.abc import Mapping
@@ -56,6 +57,22 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class OidcSettings:
+    """Where OpenID Connect access tokens come from, and which claims say what.
+
+    ``jwks_url`` None: found through the issuer's discovery document.
+    """
+
+    issuer: str
+    audience: str
+    jwks_url: str | None = None
+    org_claim: str = "org"
+    practitioner_claim: str = "rpps"
+    # How long fetched signing keys are trusted before they are fetched again.
+    jwks_max_age_seconds: int = 300
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str = "sqlite:///consent.db"
     kafka_bootstrap_servers: tuple[str, ...] = ()
@@ -85,6 +102,8 @@ class Settings:
     relay_metrics_port: int = 9102
     audit_batch_ms: int = 5
     api_key_cache_ms: int = 1000
+    # None: only API keys authenticate.
+    oidc: OidcSettings | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -144,6 +163,7 @@ class Settings:
             api_key_cache_ms=_api_key_cache_ms(
                 env.get("CONSENT_API_KEY_CACHE_MS", str(cls.api_key_cache_ms))
             ),
+            oidc=_oidc(env),
             development_keys=tuple(
                 name for name in DEVELOPMENT_KEY_WARNINGS if not env.get(name, "").strip()
             ),
@@ -226,6 +246,63 @@ def _api_key_cache_ms(raw: str) -> int:
             f"to {MAX_API_KEY_CACHE_MS}, got {raw!r}"
         )
     return value
+
+
+CLAIM_NAME = re.compile(r"^[A-Za-z0-9_:/.-]{1,128}$")
+MAX_JWKS_MAX_AGE_SECONDS = 86400
+
+
+def _oidc(env: Mapping[str, str]) -> OidcSettings | None:
+    """OpenID Connect settings, or None when neither issuer nor audience is set."""
+    issuer = env.get("CONSENT_OIDC_ISSUER", "").strip()
+    audience = env.get("CONSENT_OIDC_AUDIENCE", "").strip()
+    if not issuer and not audience:
+        return None
+    if not issuer:
+        raise ConfigError("CONSENT_OIDC_ISSUER: required with CONSENT_OIDC_AUDIENCE")
+    if not audience or len(audience) > 512:
+        raise ConfigError("CONSENT_OIDC_AUDIENCE: required with CONSENT_OIDC_ISSUER, 1-512 chars")
+    _key_source_url("CONSENT_OIDC_ISSUER", issuer)
+    jwks_url = env.get("CONSENT_OIDC_JWKS_URL", "").strip() or None
+    if jwks_url is not None:
+        _key_source_url("CONSENT_OIDC_JWKS_URL", jwks_url)
+    claims = {}
+    for name, default in (("ORG_CLAIM", "org"), ("PRACTITIONER_CLAIM", "rpps")):
+        value = env.get(f"CONSENT_OIDC_{name}", default).strip()
+        if not CLAIM_NAME.match(value):
+            raise ConfigError(f"CONSENT_OIDC_{name}: a claim name of 1-128 [A-Za-z0-9_:/.-]")
+        claims[name.lower()] = value
+    if claims["org_claim"] == claims["practitioner_claim"]:
+        raise ConfigError("CONSENT_OIDC_PRACTITIONER_CLAIM: must differ from the org claim")
+    max_age = _positive_int(env, "CONSENT_OIDC_JWKS_MAX_AGE_SECONDS", 300)
+    if max_age > MAX_JWKS_MAX_AGE_SECONDS:
+        raise ConfigError(
+            f"CONSENT_OIDC_JWKS_MAX_AGE_SECONDS: at most {MAX_JWKS_MAX_AGE_SECONDS}, got {max_age}"
+        )
+    return OidcSettings(
+        issuer=issuer,
+        audience=audience,
+        jwks_url=jwks_url,
+        jwks_max_age_seconds=max_age,
+        **claims,
+    )
+
+
+def is_key_source_url(value: str) -> bool:
+    """Signing keys come over https; plain http only from this machine (a local test provider)."""
+    parts = urlsplit(value)
+    loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
+    return (
+        bool(parts.netloc)
+        and not parts.query
+        and not parts.fragment
+        and (parts.scheme == "https" or (parts.scheme == "http" and loopback))
+    )
+
+
+def _key_source_url(name: str, value: str) -> None:
+    if not is_key_source_url(value):
+        raise ConfigError(f"{name}: an https:// address (http:// only on a loopback host)")
 
 
 def _split(value: str) -> tuple[str, ...]:

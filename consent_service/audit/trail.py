@@ -279,6 +279,7 @@ def _objects(response: Response) -> dict[str, Any]:
     result: AuthResult | None = g.get("auth_result")
     if result is not None and result.failure:
         objects["key"] = result.failure
+    objects.update(_token_caller())
     body = response.get_json(silent=True) if response.is_json else None
     if isinstance(body, dict) and response.status_code < 300:
         if request.endpoint in CONSENT_REQUEST_ENDPOINTS:
@@ -294,6 +295,20 @@ def _objects(response: Response) -> dict[str, Any]:
         if isinstance(body.get("revoked"), list):
             objects["count"] = len(body["revoked"])
     return objects
+
+
+def _token_caller() -> dict[str, str]:
+    """A token's caller has no client row: its entries name the subject themselves.
+
+    And the practitioner a practitioner's token acts as, when it carries one.
+    """
+    principal = g.get("principal")
+    if principal is None or principal.token_subject is None:
+        return {}
+    named = {"actor": principal.actor}
+    if principal.practitioner_id is not None:
+        named["acting_practitioner_id"] = principal.practitioner_id
+    return named
 
 
 def _decisions(response: Response) -> list[tuple[str, dict[str, Any]]]:
@@ -312,6 +327,7 @@ def _decisions(response: Response) -> list[tuple[str, dict[str, Any]]]:
         )
         if question.get("at"):
             objects["at"] = _identifier(str(question["at"]))
+        objects.update(_token_caller())
         entries.append((str(answer.get("decision", "deny")), objects))
     return entries
 

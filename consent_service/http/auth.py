@@ -1,4 +1,9 @@
-"""Bearer API keys, scopes and per-client rate limits for the partner API.
+"""Bearer API keys or access tokens, scopes and per-client rate limits for the partner API.
+
+A bearer that has the shape of a JWT, when ``CONSENT_OIDC_ISSUER`` is set,
+is checked as an OpenID Connect access token (``identity.tokens``); a
+refused token is answered 401 with ``WWW-Authenticate: Bearer
+error="invalid_token"``. Any other bearer is an API key.
 
 Every request checks its key, against the worker's cache of keys verified
 less than ``CONSENT_API_KEY_CACHE_MS`` ago or else against the database
@@ -26,6 +31,8 @@ from flask import current_app, g, request
 from consent_service import audit
 from consent_service.http.context import read_connection, state
 from consent_service.http.problems import problem
+from consent_service.identity.jwks import SigningKeys
+from consent_service.identity.tokens import MAX_TOKEN_LENGTH, check_token, looks_like_jwt
 from consent_service.ratelimits import RATE_LIMITS_EXTENSION, RateLimits
 from consent_service.services.clients import AuthResult, check_key
 from consent_service.services.key_cache import VerifiedKeys
@@ -34,6 +41,7 @@ from consent_service.timefmt import utcnow
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_KEY_LENGTH = 256
 KEY_CACHE_EXTENSION = "consent_service.verified_keys"
+SIGNING_KEYS_EXTENSION = "consent_service.oidc_signing_keys"
 AUTH_FAILURES = "auth-failures"
 
 
@@ -50,7 +58,7 @@ def requires(scope: str, cost: Callable[[], int] | None = None) -> Callable[[F],
             header = request.headers.get("Authorization", "")
             scheme, _, token = header.partition(" ")
             token = token.strip()
-            if scheme.lower() != "bearer" or not token or len(token) > MAX_KEY_LENGTH:
+            if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
                 g.auth_result = AuthResult(None, "missing")
                 return _refused_key("Send `Authorization: Bearer <api key>`.")
             # The key check and the view share one read-only connection,
@@ -76,8 +84,20 @@ def requires(scope: str, cost: Callable[[], int] | None = None) -> Callable[[F],
 
 def _authorize(token: str, scope: str, cost: int) -> Any:
     """None when the key is valid, carries ``scope`` and has budget left; else the refusal."""
-    result = _check(token)
-    g.auth_result = result
+    oidc = state().settings.oidc
+    if oidc is not None and looks_like_jwt(token):
+        checked = check_token(token, oidc, signing_keys())
+        g.auth_result = AuthResult(checked.principal, checked.failure)
+        if checked.principal is None:
+            return _refused_key(
+                "The access token is expired, not yet valid, for another audience or "
+                "issuer, signed with an unknown key or algorithm, or lacks a claim.",
+                invalid_token=True,
+            )
+        result = g.auth_result
+    else:
+        result = _check(token) if len(token) <= MAX_KEY_LENGTH else AuthResult(None, "malformed")
+        g.auth_result = result
     caller = result.principal
     if caller is None:
         return _refused_key("The API key is unknown, expired, revoked or malformed.")
@@ -87,7 +107,8 @@ def _authorize(token: str, scope: str, cost: int) -> Any:
         replace(context, client_id=caller.client_id, organization=caller.organization)
     )
     if scope not in caller.scopes:
-        return problem(403, "Forbidden", f"This key lacks the `{scope}` scope.")
+        held_by = "token" if caller.token_subject is not None else "key"
+        return problem(403, "Forbidden", f"This {held_by} lacks the `{scope}` scope.")
     limited = _over_limit(scope, caller.client_id, request.endpoint or request.path, cost)
     if limited is not None:
         return limited
@@ -119,6 +140,19 @@ def verified_keys() -> VerifiedKeys:
     return found
 
 
+def signing_keys() -> SigningKeys:
+    """This app's copy of the issuer's signing keys in this process (made on first use)."""
+    found: SigningKeys | None = current_app.extensions.get(SIGNING_KEYS_EXTENSION)
+    if found is None:
+        oidc = state().settings.oidc
+        assert oidc is not None, "only called when OpenID Connect is configured"
+        found = SigningKeys(
+            issuer=oidc.issuer, jwks_url=oidc.jwks_url, max_age=oidc.jwks_max_age_seconds
+        )
+        current_app.extensions[SIGNING_KEYS_EXTENSION] = found
+    return found
+
+
 def _over_limit(scope: str, who: str, route: str, cost: int = 1) -> Any:
     limits: RateLimits | None = current_app.extensions.get(RATE_LIMITS_EXTENSION)
     if limits is None:
@@ -137,13 +171,17 @@ def _over_limit(scope: str, who: str, route: str, cost: int = 1) -> Any:
     return response
 
 
-def _refused_key(detail: str) -> Any:
-    """401, or 429 once this client address has had too many keys refused."""
+def _refused_key(detail: str, *, invalid_token: bool = False) -> Any:
+    """401, or 429 once this client address has had too many keys or tokens refused."""
     throttled = _over_limit(AUTH_FAILURES, request.remote_addr or "unknown", AUTH_FAILURES)
-    return throttled if throttled is not None else _unauthorized(detail)
+    return throttled if throttled is not None else _unauthorized(detail, invalid_token)
 
 
-def _unauthorized(detail: str) -> Any:
+def _unauthorized(detail: str, invalid_token: bool) -> Any:
     response = problem(401, "Unauthorized", detail)
-    response.headers["WWW-Authenticate"] = 'Bearer realm="consent-service"'
+    challenge = 'Bearer realm="consent-service"'
+    if invalid_token:
+        # RFC 6750 section 3: the token was presented and refused.
+        challenge += ', error="invalid_token"'
+    response.headers["WWW-Authenticate"] = challenge
     return response

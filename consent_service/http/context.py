@@ -49,4 +49,4 @@ def read_connection() -> Connection:
 
 def actor() -> Actor:
     caller = principal()
-    return Actor(name=f"client:{caller.client_id}", organization=caller.organization)
+    return Actor(name=caller.actor, organization=caller.organization)

@@ -61,11 +61,27 @@ _LOOKUP = select(
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The authenticated caller of one request."""
+    """The authenticated caller of one request: an API client, or an access token's subject.
+
+    A token's caller has no client row: its ``client_id`` is derived from the
+    issuer and subject (``identity.tokens``), so that idempotency keys, rate
+    limits and audit entries keep one stable id per caller.
+    """
 
     client_id: str
     organization: str
     scopes: frozenset[str]
+    # Set for an OpenID Connect access token: its ``sub`` claim.
+    token_subject: str | None = None
+    # Set for a practitioner's token (``rpps:<value>``): it acts as that practitioner only.
+    practitioner_id: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """Who a consent version names as its author (``client:<id>`` or ``token:<sub>``)."""
+        if self.token_subject is not None:
+            return f"token:{self.token_subject}"
+        return f"client:{self.client_id}"
 
 
 @dataclass(frozen=True, slots=True)

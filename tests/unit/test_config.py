@@ -71,3 +71,66 @@ def test_bad_value_names_its_variable(variable: str, value: str) -> None:
     message = str(raised.value)
     assert message.startswith(f"{variable}:")
     assert "\n" not in message
+
+
+OIDC = {"CONSENT_OIDC_ISSUER": "https://idp.example/realms/x", "CONSENT_OIDC_AUDIENCE": "api"}
+
+
+def test_oidc_is_off_unless_configured_and_defaults_its_claims() -> None:
+    assert from_env().oidc is None
+    oidc = from_env(**OIDC).oidc
+    assert oidc is not None
+    assert (oidc.issuer, oidc.audience) == ("https://idp.example/realms/x", "api")
+    assert oidc.jwks_url is None
+    assert (oidc.org_claim, oidc.practitioner_claim, oidc.jwks_max_age_seconds) == (
+        "org",
+        "rpps",
+        300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CONSENT_OIDC_ISSUER", "http://idp.example"),
+        ("CONSENT_OIDC_ISSUER", "not a url"),
+        ("CONSENT_OIDC_ISSUER", "https://idp.example/?q=1"),
+        ("CONSENT_OIDC_AUDIENCE", "a" * 513),
+        ("CONSENT_OIDC_JWKS_URL", "ftp://idp.example/keys"),
+        ("CONSENT_OIDC_JWKS_URL", "http://10.0.0.1/keys"),
+        ("CONSENT_OIDC_ORG_CLAIM", "has space"),
+        ("CONSENT_OIDC_ORG_CLAIM", ""),
+        ("CONSENT_OIDC_PRACTITIONER_CLAIM", "org"),
+        ("CONSENT_OIDC_JWKS_MAX_AGE_SECONDS", "0"),
+        ("CONSENT_OIDC_JWKS_MAX_AGE_SECONDS", "86401"),
+    ],
+)
+def test_bad_oidc_value_names_its_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        from_env(**{**OIDC, variable: value})
+    message = str(raised.value)
+    assert message.startswith(f"{variable}:")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("given", "missing"),
+    [
+        ("CONSENT_OIDC_ISSUER", "CONSENT_OIDC_AUDIENCE"),
+        ("CONSENT_OIDC_AUDIENCE", "CONSENT_OIDC_ISSUER"),
+    ],
+)
+def test_issuer_and_audience_go_together(given: str, missing: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        from_env(**{given: OIDC[given]})
+    assert str(raised.value).startswith(f"{missing}: required")
+
+
+def test_plain_http_key_sources_are_allowed_on_loopback_only() -> None:
+    oidc = from_env(
+        CONSENT_OIDC_ISSUER="http://127.0.0.1:8080",
+        CONSENT_OIDC_AUDIENCE="api",
+        CONSENT_OIDC_JWKS_URL="http://localhost:8080/jwks",
+    ).oidc
+    assert oidc is not None
+    assert oidc.jwks_url == "http://localhost:8080/jwks"
