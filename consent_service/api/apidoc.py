@@ -108,8 +108,9 @@ PARAMETERS: dict[str, dict[str, Any]] = {
 # Why an operation may answer each status, where the code states it once.
 _WHY = {
     400: "Malformed JSON, or a malformed header (Idempotency-Key, If-Match)",
-    401: "No API key, or one that is unknown, expired or revoked",
-    403: "The API key lacks the scope this operation needs",
+    401: "No API key or access token, or one that is unknown, expired, revoked or refused",
+    403: "The API key or access token lacks the scope this operation needs (or a "
+    "practitioner's token asks about another practitioner)",
     404: "No such resource in your organization",
     409: "The consent is not active",
     412: "If-Match names a version that is not the current one, or the consent changed "
@@ -163,7 +164,13 @@ class ConsentApi(Api):
             },
         )
         self.spec.components.security_scheme(
-            BEARER, {"type": "http", "scheme": "bearer", "description": "API key"}
+            BEARER,
+            {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API key, or an OpenID Connect access token (JWT) from the "
+                "configured issuer",
+            },
         )
         self.spec.options["security"] = [{BEARER: []}]
         # flask-smorest registers it for its own pagination, which this API does not use.

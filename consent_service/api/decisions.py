@@ -18,6 +18,7 @@ from consent_service.api.schemas import (
 from consent_service.http.auth import requires
 from consent_service.http.context import principal, read_connection, state
 from consent_service.http.parsing import ConsentBlueprint, arguments_with_plain_path
+from consent_service.http.problems import problem
 from consent_service.http.writes import json_response
 from consent_service.services.decisions import Question, decide_many
 from consent_service.services.rules import Outcome
@@ -46,6 +47,22 @@ def _decide(checks: list[dict[str, Any]]) -> list[Outcome]:
     )
 
 
+def _asked_for_others(checks: list[dict[str, Any]]) -> Response | None:
+    """403 when a practitioner's token asks about another practitioner; None otherwise.
+
+    A practitioner's token acts as that practitioner alone: it may learn what
+    it may see itself, not what colleagues may.
+    """
+    acting = principal().practitioner_id
+    if acting is None or all(check["practitioner_id"] == acting for check in checks):
+        return None
+    return problem(
+        403,
+        "Forbidden",
+        f"This practitioner's token may only ask decisions for `{acting}` itself.",
+    )
+
+
 def _plain_question(raw: Any) -> dict[str, Any] | None:
     return plain_question(raw, state().settings)
 
@@ -60,6 +77,9 @@ def _plain_batch(raw: Any) -> dict[str, Any] | None:
 @blp.response(200, DecisionSchema)
 def decide(body: dict[str, Any]) -> Response:
     """Decide one question; the answer names the consent and version that decided."""
+    refusal = _asked_for_others([body])
+    if refusal is not None:
+        return refusal
     return json_response(_answer(_decide([body])[0]))
 
 
@@ -76,4 +96,7 @@ def _checks_asked() -> int:
 @blp.response(200, DecisionBatchResultSchema)
 def decide_batch(body: dict[str, Any]) -> Response:
     """Decide up to 500 questions; one answer each, in order."""
+    refusal = _asked_for_others(body["checks"])
+    if refusal is not None:
+        return refusal
     return json_response({"results": [_answer(outcome) for outcome in _decide(body["checks"])]})

@@ -44,9 +44,14 @@ def audit_objects(database: Database, action: str) -> list[dict[str, Any]]:
     assert audit_writer.flush(timeout=10)
     with database.reading() as session:
         rows = session.execute(
-            select(AuditEntry.client_id, AuditEntry.objects).where(AuditEntry.action == action)
+            select(AuditEntry.client_id, AuditEntry.outcome, AuditEntry.objects).where(
+                AuditEntry.action == action
+            )
         ).all()
-    return [{"client_id": client_id, **json.loads(objects)} for client_id, objects in rows]
+    return [
+        {"client_id": client_id, "outcome": outcome, **json.loads(objects)}
+        for client_id, outcome, objects in rows
+    ]
 
 
 def test_a_token_records_consents_in_its_organization_as_its_subject(
@@ -115,3 +120,33 @@ def test_idempotency_keys_are_per_token_caller(client: FlaskClient, key_server: 
     assert other.status_code == 201
     assert "Idempotent-Replayed" not in other.headers
     assert other.get_json()["id"] != first.get_json()["id"]
+
+
+def _question(practitioner_id: str, patient_id: str = "pat-1") -> dict[str, str]:
+    return {
+        "patient_id": patient_id,
+        "practitioner_id": practitioner_id,
+        "category": "radiographs",
+        "purpose": "care-coordination",
+    }
+
+
+def test_a_practitioner_token_asks_decisions_for_itself_only(
+    client: FlaskClient, key_server: KeyServer, database: Database
+) -> None:
+    consent = create_consent(client, bearer(key_server), practitioner_id="rpps:10003456789")
+    itself = bearer(key_server, sub="dr-x", rpps="10003456789", scope="decisions:read")
+    answer = client.post(
+        "/v1/decisions",
+        json=_question("rpps:10003456789", consent["patient_id"]),
+        headers=itself,
+    )
+    assert answer.get_json()["decision"] == "permit"
+    others = client.post("/v1/decisions", json=_question("rpps:10009999999"), headers=itself)
+    assert "only ask decisions for `rpps:10003456789`" in assert_problem(others, 403)["detail"]
+    batch = {"checks": [_question("rpps:10003456789"), _question("rpps:10009999999")]}
+    assert_problem(client.post("/v1/decisions:batch", json=batch, headers=itself), 403)
+    entries = audit_objects(database, "decision")
+    assert {entry["acting_practitioner_id"] for entry in entries} == {"rpps:10003456789"}
+    assert {entry["actor"] for entry in entries} == {"token:dr-x"}
+    assert sorted(entry["outcome"] for entry in entries) == ["forbidden", "forbidden", "permit"]

@@ -39,6 +39,13 @@ CLIENTS = [
         "org": "practice-b",
     },
     {
+        "client_id": "practitioner-a",
+        "client_secret": "practitioner-a-secret-0123456789ab",
+        "scope": "decisions:read",
+        "org": "practice-a",
+        "rpps": "10003456789",
+    },
+    {
         "client_id": "reader-a",
         "client_secret": "reader-a-secret-0123456789abcdef",
         "scope": "consents:read",

@@ -83,3 +83,21 @@ def test_a_token_of_the_provider_altered_to_another_organization_is_refused(
     )
     assert_problem(response, 401)
     assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+
+
+def test_a_practitioner_token_asks_for_itself_and_no_one_else(
+    client: FlaskClient, provider: Provider
+) -> None:
+    created = create_consent(client, provider.bearer("partner-a"))
+    question = {
+        "patient_id": created["patient_id"],
+        "practitioner_id": "rpps:10003456789",
+        "category": "radiographs",
+        "purpose": "care-coordination",
+    }
+    itself = provider.bearer("practitioner-a")
+    assert client.post("/v1/decisions", json=question, headers=itself).get_json()["decision"] == (
+        "permit"
+    )
+    colleague = {**question, "practitioner_id": "rpps:10009999999"}
+    assert_problem(client.post("/v1/decisions", json=colleague, headers=itself), 403)
