@@ -11,7 +11,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
-from consent_service.api import consents, decisions, docs_ui, events, health, subscribers
+from consent_service.api import (
+    consents,
+    decisions,
+    docs_ui,
+    emergency,
+    events,
+    health,
+    subscribers,
+)
 from consent_service.api import requests as consent_requests
 from consent_service.api.apidoc import ConsentApi, document_vocabularies
 from consent_service.api.metrics import register_metrics
@@ -79,6 +87,7 @@ def register_blueprints(app: Flask) -> Api:
     for blueprint in (
         consents.blp,
         decisions.blp,
+        emergency.blp,
         events.blp,
         audit.blp,
         consent_requests.blp,

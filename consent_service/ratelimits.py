@@ -45,6 +45,7 @@ RATE_LIMITS_EXTENSION = "consent_rate_limits"
 GROUP_OF_SCOPE = {
     "consents:read": "reads",
     "consents:write": "writes",
+    "emergency:write": "writes",
     "decisions:read": "decisions",
     "events:read": "events",
     "events:ack": "events",

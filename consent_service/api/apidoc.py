@@ -24,6 +24,7 @@ from flask_smorest import Api
 from flask_smorest.utils import prepare_response
 from marshmallow import Schema, fields
 
+from consent_service.api.schemas import EmergencyAccessEventSchema
 from consent_service.config import Settings
 from consent_service.http.problems import PROBLEM_JSON
 
@@ -175,6 +176,8 @@ class ConsentApi(Api):
         self.spec.options["security"] = [{BEARER: []}]
         # flask-smorest registers it for its own pagination, which this API does not use.
         self.spec.components.schemas.pop("PaginationMetadata", None)
+        # Named by an event's ``data`` (CloudEventSchema), which no view returns directly.
+        self.spec.components.schema("EmergencyAccessEvent", schema=EmergencyAccessEventSchema)
 
     def _register_responses(self) -> None:
         for name, header in HEADERS.items():

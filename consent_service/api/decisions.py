@@ -29,12 +29,15 @@ blp = ConsentBlueprint("decisions", __name__, url_prefix="/v1", description="Acc
 
 def _answer(outcome: Outcome) -> dict[str, Any]:
     metrics.DECISIONS.labels(outcome.decision).inc()
-    return {
+    answer: dict[str, Any] = {
         "decision": outcome.decision,
         "consent_id": outcome.consent_id,
         "version": outcome.version,
         "reason": outcome.reason,
     }
+    if outcome.emergency_access_id is not None:
+        answer["emergency_access_id"] = outcome.emergency_access_id
+    return answer
 
 
 def _decide(checks: list[dict[str, Any]]) -> list[Outcome]:

@@ -13,7 +13,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import (
+    Schema,
+    ValidationError,
+    fields,
+    validate,
+    validates,
+    validates_schema,
+)
 
 from consent_service.services.identifiers import IDENTIFIER, NIR_LIKE
 
@@ -53,8 +60,9 @@ class Identifier(fields.String):
 
 
 class PlainText(fields.String):
-    def __init__(self, max_length: int = MAX_REASON, **kwargs: Any) -> None:
-        super().__init__(validate=[validate.Length(max=max_length), _plain_text], **kwargs)
+    def __init__(self, max_length: int = MAX_REASON, min_length: int = 0, **kwargs: Any) -> None:
+        length = validate.Length(min=min_length or None, max=max_length)
+        super().__init__(validate=[length, _plain_text], **kwargs)
 
 
 class Instant(fields.AwareDateTime):
@@ -223,6 +231,8 @@ class DecisionSchema(Schema):
     consent_id = fields.String(allow_none=True)
     version = fields.Integer(allow_none=True)
     reason = fields.String()
+    # Only when an open emergency access answered (reason ``emergency-access``).
+    emergency_access_id = fields.String()
 
 
 MAX_BATCH = 500
@@ -254,9 +264,81 @@ class CloudEventSchema(Schema):
     time = fields.String(metadata={"format": "date-time"})
     datacontenttype = fields.String()
     position = fields.Integer()
-    data = fields.Nested(ConsentSchema)
+    # A consent at one version (consent.granted ... consent.expired), or an
+    # emergency access (consent.emergency-access), as its ``type`` says.
+    data = fields.Raw(
+        metadata={
+            "oneOf": [
+                {"$ref": "#/components/schemas/Consent"},
+                {"$ref": "#/components/schemas/EmergencyAccessEvent"},
+            ]
+        }
+    )
 
 
 class EventPageSchema(Schema):
     items = fields.List(fields.Nested(CloudEventSchema))
     next_after = fields.Integer()
+
+
+class EmergencyAccessCreateSchema(Schema):
+    patient_id = Identifier(required=True)
+    practitioner_id = Identifier(required=True)
+    justification = PlainText(max_length=1000, min_length=20, required=True)
+    duration_minutes = fields.Integer(
+        strict=True, load_default=60, validate=validate.Range(min=1, max=240)
+    )
+
+    @validates("justification")
+    def meaningful(self, value: str, **_: Any) -> None:
+        if len(value.strip()) < 20:
+            raise ValidationError("At least 20 characters that are not blank.")
+
+
+class EmergencyAccessEndSchema(Schema):
+    """Ending takes no fields; an empty object (or no body) is all it accepts."""
+
+
+class EmergencyAccessOpenedSchema(Schema):
+    id = fields.UUID()
+    expires_at = fields.String()
+
+
+class EmergencyAccessSchema(Schema):
+    """An emergency access: who, for whom, why, and its window."""
+
+    id = fields.UUID()
+    patient_id = fields.String()
+    practitioner_id = fields.String()
+    justification = fields.String()
+    status = fields.String(validate=validate.OneOf(["open", "ended", "expired"]))
+    opened_by = fields.String()
+    opened_at = fields.String()
+    expires_at = fields.String()
+    closed_at = fields.String(allow_none=True)
+    closed_by = fields.String(allow_none=True)
+
+
+class EmergencyAccessQueryArgsSchema(Schema):
+    patient_id = Identifier(required=True)
+
+
+class EmergencyAccessListSchema(Schema):
+    items = fields.List(fields.Nested(EmergencyAccessSchema))
+
+
+class EmergencyAccessEventSchema(Schema):
+    """The data of a ``consent.emergency-access`` event (schemas/events)."""
+
+    id = fields.UUID()
+    organization = fields.String()
+    patient_id = fields.String()
+    practitioner_id = fields.String()
+    status = fields.String(validate=validate.OneOf(["open", "ended", "expired"]))
+    version = fields.Integer()
+    change = fields.String(validate=validate.OneOf(["opened", "ended", "expired"]))
+    opened_by = fields.String()
+    opened_at = fields.String()
+    expires_at = fields.String()
+    closed_at = fields.String(allow_none=True)
+    closed_by = fields.String(allow_none=True)

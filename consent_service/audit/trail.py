@@ -64,6 +64,9 @@ ACTIONS = {
     "subscribers.record_acks": "subscriber.acks",
     "subscribers.get_enforcement": "consent.enforcement",
     "subscribers.list_subscribers": "subscribers.list",
+    "emergency_access.open_emergency_access": "emergency-access.open",
+    "emergency_access.end_emergency_access": "emergency-access.end",
+    "emergency_access.list_emergency_accesses": "emergency-access.list",
     "fhir.read_consent": "consent.read",
     "fhir.vread_consent": "consent.version",
     "fhir.consent_history": "consent.versions",
@@ -274,6 +277,8 @@ def _objects(response: Response) -> dict[str, Any]:
                 objects[name] = _identifier(str(source[name]))
     if request.view_args and "number" in request.view_args:
         objects["version"] = request.view_args["number"]
+    if request.view_args and "access_id" in request.view_args:
+        objects["emergency_access_id"] = _identifier(str(request.view_args["access_id"]))
     if request.view_args and "request_id" in request.view_args:
         objects["consent_request_id"] = _identifier(str(request.view_args["request_id"]))
     result: AuthResult | None = g.get("auth_result")
@@ -325,6 +330,9 @@ def _decisions(response: Response) -> list[tuple[str, dict[str, Any]]]:
             consent_id=answer.get("consent_id"),
             version=answer.get("version"),
         )
+        if answer.get("emergency_access_id"):
+            # The use of an emergency access: this decision permitted because of it.
+            objects["emergency_access_id"] = answer["emergency_access_id"]
         if question.get("at"):
             objects["at"] = _identifier(str(question["at"]))
         objects.update(_token_caller())

@@ -183,9 +183,10 @@ class IdempotencyRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-# Tables of the audit chain, API keys and rate counters (issue 5), and of
-# enforcement receipts (issue 15).
+# Tables of the audit chain, API keys and rate counters (issue 5), of
+# enforcement receipts (issue 15), and of emergency access (issue 16).
 import consent_service.db.audit_models  # noqa: E402
+import consent_service.db.emergency_models  # noqa: E402
 import consent_service.db.receipt_models  # noqa: E402, F401
 
 # The web form's tables live in their own module; importing it here registers

@@ -21,7 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from consent_service.outbox.validation import EventSchemas, InvalidEventData, shared
+from consent_service.outbox.validation import (
+    EMERGENCY_ACCESS,
+    EventSchemas,
+    InvalidEventData,
+    shared,
+)
 from consent_service.outbox.writer import SPEC_VERSION, event_source
 from consent_service.timefmt import format_instant
 
@@ -105,9 +110,16 @@ class Envelope:
             data["id"] != row.consent_id
             or data["version"] != row.consent_version
             or data["organization"] != row.organization
-            or f"consent.{data['change']}" != row.type
+            or _type_of(data) != row.type
         ):
             raise PoisonEvent("payload does not match the row's consent, version or type")
+
+
+def _type_of(data: dict[str, object]) -> str:
+    """The event type a payload announces: an emergency access's, or its consent change's."""
+    if "opened_at" in data:  # only an emergency access has one
+        return EMERGENCY_ACCESS
+    return f"consent.{data['change']}"
 
 
 def _ce_time(value: datetime) -> bytes:

@@ -1,6 +1,6 @@
 """The event JSON Schemas, checked once: when an event is written.
 
-The writer checks every event's data against ``consent.{change}.v1.json``
+The writer checks every event's data against ``{type}.v1.json``
 before the row is staged (``outbox.writer``), and marks the row
 ``validated``; the relay then passes such a row's bytes to Kafka without
 parsing them again. The relay still checks rows that are not marked (written
@@ -18,7 +18,14 @@ from typing import Any
 import jsonschema_rs
 from jsonschema import Draft202012Validator
 
-EVENT_TYPES = ("consent.granted", "consent.amended", "consent.revoked", "consent.expired")
+EMERGENCY_ACCESS = "consent.emergency-access"
+EVENT_TYPES = (
+    "consent.granted",
+    "consent.amended",
+    "consent.revoked",
+    "consent.expired",
+    EMERGENCY_ACCESS,
+)
 
 # A copy of the published ``schemas/events`` shipped inside the package, so an
 # installed service finds it; tests/relay/test_event_schema_copy.py fails on drift.

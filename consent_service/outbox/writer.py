@@ -23,10 +23,18 @@ from sqlalchemy.orm import Session
 
 from consent_service import metrics
 from consent_service.db.models import OutboxEvent
-from consent_service.outbox.validation import EVENT_TYPES, shared
+from consent_service.outbox.validation import EMERGENCY_ACCESS, EVENT_TYPES, shared
 from consent_service.timefmt import format_instant
 
-__all__ = ["EVENT_TYPES", "SPEC_VERSION", "add_event", "event_source", "structured_cloudevent"]
+__all__ = [
+    "EMERGENCY_ACCESS",
+    "EVENT_TYPES",
+    "SPEC_VERSION",
+    "add_event",
+    "add_typed_event",
+    "event_source",
+    "structured_cloudevent",
+]
 
 SPEC_VERSION = "1.0"
 
@@ -37,21 +45,47 @@ def event_source(organization: str) -> str:
 
 def add_event(session: Session, *, snapshot: dict[str, Any], now: datetime) -> OutboxEvent:
     """Stage the CloudEvent announcing ``snapshot`` (a version's wire form)."""
-    event_type = f"consent.{snapshot['change']}"
-    shared().check(event_type, snapshot)
+    event = add_typed_event(
+        session,
+        event_type=f"consent.{snapshot['change']}",
+        subject=snapshot["id"],
+        version=snapshot["version"],
+        organization=snapshot["organization"],
+        data=snapshot,
+        now=now,
+    )
+    metrics.CONSENT_CHANGES.labels(snapshot["change"]).inc()
+    return event
+
+
+def add_typed_event(
+    session: Session,
+    *,
+    event_type: str,
+    subject: str,
+    version: int,
+    organization: str,
+    data: dict[str, Any],
+    now: datetime,
+) -> OutboxEvent:
+    """Stage an event of ``event_type`` about ``subject`` (its Kafka key) at ``version``.
+
+    ``subject`` is a consent's id, or an emergency access's: every event of
+    one subject goes to one partition, in order.
+    """
+    shared().check(event_type, data)
     event = OutboxEvent(
         event_id=str(uuid.uuid4()),
-        organization=snapshot["organization"],
-        consent_id=snapshot["id"],
-        consent_version=snapshot["version"],
+        organization=organization,
+        consent_id=subject,
+        consent_version=version,
         type=event_type,
         time=now,
-        payload=json.dumps(snapshot, separators=(",", ":"), ensure_ascii=False),
+        payload=json.dumps(data, separators=(",", ":"), ensure_ascii=False),
         created_at=now,
         validated=True,
     )
     session.add(event)
-    metrics.CONSENT_CHANGES.labels(snapshot["change"]).inc()
     return event
 
 

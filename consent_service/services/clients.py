@@ -38,6 +38,7 @@ SCOPES = (
     "decisions:read",
     "events:read",
     "events:ack",
+    "emergency:write",
     "admin",
 )
 KEY_MARKER = "csk"

@@ -19,7 +19,8 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select
 
 from consent_service.db.models import Consent, ConsentVersion
-from consent_service.services.rules import Outcome, decide
+from consent_service.services.emergency import covering_accesses, open_at
+from consent_service.services.rules import EMERGENCY_ACCESS, Outcome, decide
 
 _consents = Consent.__table__
 _versions = ConsentVersion.__table__
@@ -72,12 +73,24 @@ class Question:
 def decide_many(
     connection: Connection, *, organization: str, questions: Sequence[Question], now: datetime
 ) -> list[Outcome]:
-    """One decision per question, in order, reading each (patient, practitioner) pair once."""
+    """One decision per question, in order, reading each (patient, practitioner) pair once.
+
+    An emergency access open at the question's instant answers permit before
+    any consent is read; one query finds those of every patient asked.
+    """
     current: dict[tuple[str, str], list[list[Any]]] = {}
     histories: dict[tuple[str, str], list[list[Any]]] = {}
+    emergencies = covering_accesses(
+        connection, organization=organization, patient_ids=(q.patient_id for q in questions)
+    )
     outcomes = []
     for question in questions:
         pair = (question.patient_id, question.practitioner_id)
+        if pair in emergencies:
+            access_id = open_at(emergencies[pair], question.at or now)
+            if access_id is not None:
+                outcomes.append(Outcome("permit", None, None, EMERGENCY_ACCESS, access_id))
+                continue
         if question.at is None:
             if pair not in current:
                 current[pair] = _current_rows(connection, organization, pair)

@@ -1,4 +1,5 @@
-"""Expiring consents whose ``valid_until`` has passed, and overdue consent requests.
+"""Expiring consents whose ``valid_until`` has passed, overdue consent requests, and
+emergency accesses past their ``expires_at``.
 
 Runs inside the active relay's loop and as ``consent-service expire`` (a
 CronJob). Several of them, or a revoke arriving at the same moment, are
@@ -17,6 +18,7 @@ from datetime import datetime
 
 from consent_service.db.session import Database
 from consent_service.services.consents import due_for_expiry, expire_consent
+from consent_service.services.emergency import expire_emergency_accesses
 from consent_service.services.requests import expire_requests
 from consent_service.timefmt import utcnow
 
@@ -31,12 +33,22 @@ def expire_due(
     """Expire every consent now due; return how many this call expired.
 
     Pending consent requests past their deadline are closed first, so their
-    stored status says ``expired`` without waiting for an answer attempt.
+    stored status says ``expired`` without waiting for an answer attempt;
+    then emergency accesses past their end (decisions stopped honouring them
+    at ``expires_at`` already: this writes their ``expired`` event and audit
+    entry).
     """
     with database.transaction() as session:
         closed = expire_requests(session, now=clock())
     if closed:
         log.info("closed %d overdue consent requests", closed)
+    while True:
+        with database.transaction() as session:
+            stopped = expire_emergency_accesses(session, now=clock(), limit=page)
+        if stopped:
+            log.info("closed %d emergency accesses at their end", stopped)
+        if stopped < page:
+            break
     total = 0
     while True:
         now = clock()

@@ -31,12 +31,17 @@ class VersionView(Protocol):
     recorded_at: datetime
 
 
+EMERGENCY_ACCESS = "emergency-access"
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     decision: str
     consent_id: str | None
     version: int | None
     reason: str
+    # Set when an open emergency access answered permit (reason ``emergency-access``).
+    emergency_access_id: str | None = None
 
 
 def version_in_force(history: Sequence[VersionView], at: datetime) -> VersionView:

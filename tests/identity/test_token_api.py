@@ -44,9 +44,9 @@ def audit_objects(database: Database, action: str) -> list[dict[str, Any]]:
     assert audit_writer.flush(timeout=10)
     with database.reading() as session:
         rows = session.execute(
-            select(AuditEntry.client_id, AuditEntry.outcome, AuditEntry.objects).where(
-                AuditEntry.action == action
-            )
+            select(AuditEntry.client_id, AuditEntry.outcome, AuditEntry.objects)
+            .where(AuditEntry.action == action)
+            .order_by(AuditEntry.id)
         ).all()
     return [
         {"client_id": client_id, "outcome": outcome, **json.loads(objects)}
@@ -150,3 +150,27 @@ def test_a_practitioner_token_asks_decisions_for_itself_only(
     assert {entry["acting_practitioner_id"] for entry in entries} == {"rpps:10003456789"}
     assert {entry["actor"] for entry in entries} == {"token:dr-x"}
     assert sorted(entry["outcome"] for entry in entries) == ["forbidden", "forbidden", "permit"]
+
+
+def test_a_practitioner_token_opens_and_ends_emergency_access_for_itself_only(
+    client: FlaskClient, key_server: KeyServer, database: Database
+) -> None:
+    itself = bearer(key_server, sub="dr-x", rpps="10003456789", scope="emergency:write")
+    body = {
+        "patient_id": "pat-1",
+        "practitioner_id": "rpps:10003456789",
+        "justification": "Unconscious patient admitted to the emergency room.",
+    }
+    opened = client.post("/v1/emergency-access", json=body, headers=itself)
+    assert opened.status_code == 201, opened.get_json()
+    colleague = {**body, "practitioner_id": "rpps:10009999999"}
+    refused = client.post("/v1/emergency-access", json=colleague, headers=itself)
+    assert "only open or end emergency access for" in assert_problem(refused, 403)["detail"]
+    partner = bearer(key_server, scope="emergency:write")
+    theirs = client.post("/v1/emergency-access", json=colleague, headers=partner).get_json()
+    end_theirs = client.post(f"/v1/emergency-access/{theirs['id']}/end", headers=itself)
+    assert_problem(end_theirs, 403)
+    own = client.post(f"/v1/emergency-access/{opened.get_json()['id']}/end", headers=itself)
+    assert own.get_json()["closed_by"] == "token:dr-x"
+    [opening, _partner_opening] = audit_objects(database, "emergency-access.opened")
+    assert opening["actor"] == "token:dr-x"

@@ -159,7 +159,19 @@ def _generic_calls(ids: dict[str, str]) -> list[tuple[str, str, Any]]:
         ("POST", "/v1/subscribers/acks", {"acks": [_ack(consent)]}),
         ("GET", f"/v1/consents/{consent}/enforcement", None),
         ("GET", "/v1/subscribers", None),
+        ("POST", "/v1/emergency-access", _emergency(ids["patient"])),
+        ("POST", f"/v1/emergency-access/{ids['emergency']}/end", None),
+        ("GET", f"/v1/emergency-access?patient_id={ids['patient']}", None),
     ]
+
+
+def _emergency(patient: str) -> dict[str, Any]:
+    return {
+        "patient_id": patient,
+        "practitioner_id": PRACTITIONER,
+        "justification": "Unconscious patient admitted to the emergency room.",
+        "duration_minutes": 30,
+    }
 
 
 def _ack(consent: str) -> dict[str, Any]:
@@ -196,10 +208,14 @@ def _setup(client: FlaskClient, auth: dict[str, str]) -> dict[str, str]:
     created = client.post(
         "/v1/consent-requests", json=_consent_request(str(body["patient_id"])), headers=auth
     )
+    opened = client.post(
+        "/v1/emergency-access", json=_emergency(str(body["patient_id"])), headers=auth
+    )
     return {
         "consent": consent,
         "patient": str(body["patient_id"]),
         "request": created.get_json()["id"],
+        "emergency": opened.get_json()["id"],
     }
 
 
@@ -313,6 +329,18 @@ def _the_right_way(
     assert asked.headers["Location"] == f"/v1/consent-requests/{asked.get_json()['id']}"
     invalid = recorder.call(client, "GET", "/v1/patients/-bad/export", headers=read)
     assert invalid.status_code == 422
+    emergency = keys["emergency:write"]
+    opened = recorder.call(
+        client, "POST", "/v1/emergency-access", json=_emergency("p-4"), headers=emergency
+    )
+    assert opened.status_code == 201
+    end = f"/v1/emergency-access/{opened.get_json()['id']}/end"
+    assert recorder.call(client, "POST", end, headers=emergency).status_code == 200
+    assert recorder.call(client, "POST", end, headers=emergency).status_code == 409
+    listed = recorder.call(client, "GET", "/v1/emergency-access?patient_id=p-4", headers=read)
+    assert listed.status_code == 200
+    unnamed = recorder.call(client, "GET", "/v1/emergency-access", headers=read)
+    assert unnamed.status_code == 422
 
 
 def _conditional_and_idempotent_writes(
@@ -356,6 +384,7 @@ def _unknown_ids(client: FlaskClient, recorder: Recorder, keys: dict[str, dict[s
         ("PATCH", f"/v1/consents/{UNKNOWN_ID}", write, {"If-Match": '"1"'}),
         ("POST", f"/v1/consents/{UNKNOWN_ID}/revoke", write, {}),
         ("GET", f"/v1/consents/{UNKNOWN_ID}/enforcement", read, {}),
+        ("POST", f"/v1/emergency-access/{UNKNOWN_ID}/end", keys["emergency:write"], {}),
     ):
         body = {"purposes": ["care-coordination"]} if method == "PATCH" else None
         answer = recorder.call(client, method, url, json=body, headers={**key, **extra})

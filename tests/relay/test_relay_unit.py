@@ -22,6 +22,7 @@ from consent_service.outbox.relay_metrics import Heartbeat, serve_metrics
 from consent_service.outbox.validation import InvalidEventData
 from consent_service.outbox.writer import add_event
 from consent_service.services.consents import Actor
+from consent_service.services.emergency import open_emergency_access
 from consent_service.services.expiry import expire_due
 from consent_service.services.requests import create_request
 from consent_service.timefmt import utcnow
@@ -172,6 +173,31 @@ def test_rows_are_checked_when_written_and_sent_as_stored(
     assert Envelope().message(row, TOPIC).value == row.payload.encode()
     row.validated = False
     assert Envelope().message(row, TOPIC).value == row.payload.encode() != original.value
+
+
+def test_an_emergency_access_event_goes_out_keyed_by_its_access(database: Database) -> None:
+    with database.transaction() as session:
+        access = open_emergency_access(
+            session,
+            actor=Actor(name="client:c-1", organization="practice-a"),
+            patient_id="pat-1",
+            practitioner_id="rpps:10003456789",
+            justification="Unconscious patient admitted at night.",
+            duration_minutes=30,
+            now=utcnow(),
+        )
+        access_id = access.id
+    with database.reading() as session:
+        (row,) = session.scalars(select(OutboxEvent)).all()
+        session.expunge(row)
+    # Checked as an unvalidated row would be (written by hand, or before the check).
+    row.validated = False
+    message = Envelope().message(row, TOPIC)
+    assert message.key == access_id.encode()
+    assert ("ce_type", b"consent.emergency-access") in message.headers
+    row.consent_version = 2
+    with pytest.raises(PoisonEvent, match="does not match"):
+        Envelope().message(row, TOPIC)
 
 
 def test_an_event_failing_its_schema_is_refused_when_written(database: Database) -> None:

@@ -148,6 +148,30 @@ ENDPOINTS = [
         "/v1/consent-requests/{request}",
         is_object=True,
     ),
+    Endpoint(
+        "POST",
+        "/v1/emergency-access",
+        "emergency:write",
+        "/v1/emergency-access",
+        {
+            "patient_id": "{patient}",
+            "practitioner_id": PRACTITIONER,
+            "justification": "Unconscious patient admitted to the emergency room.",
+        },
+    ),
+    Endpoint(
+        "POST",
+        "/v1/emergency-access/<uuid(strict=False):access_id>/end",
+        "emergency:write",
+        "/v1/emergency-access/{emergency}/end",
+        is_object=True,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/emergency-access",
+        "consents:read",
+        "/v1/emergency-access?patient_id={patient}",
+    ),
 ]
 IDS = [f"{e.method} {e.path}" for e in ENDPOINTS]
 
@@ -161,6 +185,7 @@ class World:
     consent: str
     patient: str
     request: str
+    emergency: str
 
     def call(self, endpoint: Endpoint, headers: dict[str, str]) -> Any:
         headers = dict(headers)
@@ -176,7 +201,12 @@ class World:
 
     def _fill(self, value: Any) -> Any:
         if isinstance(value, str):
-            return value.format(consent=self.consent, patient=self.patient, request=self.request)
+            return value.format(
+                consent=self.consent,
+                patient=self.patient,
+                request=self.request,
+                emergency=self.emergency,
+            )
         if isinstance(value, dict):
             return {key: self._fill(item) for key, item in value.items()}
         if isinstance(value, list):
@@ -211,7 +241,24 @@ def world(client: FlaskClient, auth: dict[str, str], database: Database) -> Worl
         headers=auth,
     )
     assert requested.status_code == 201, requested.get_json()
-    return World(client, database, created["id"], created["patient_id"], requested.get_json()["id"])
+    opened = client.post(
+        "/v1/emergency-access",
+        json={
+            "patient_id": created["patient_id"],
+            "practitioner_id": PRACTITIONER,
+            "justification": "Unconscious patient admitted to the emergency room.",
+        },
+        headers=auth,
+    )
+    assert opened.status_code == 201, opened.get_json()
+    return World(
+        client,
+        database,
+        created["id"],
+        created["patient_id"],
+        requested.get_json()["id"],
+        opened.get_json()["id"],
+    )
 
 
 def test_the_matrix_covers_every_api_endpoint(app: Flask) -> None:
@@ -290,7 +337,9 @@ def test_another_organizations_object_is_a_plain_404(
     stranger = api_key(org="practice-b")
     before = world.state()
     theirs = world.call(endpoint, stranger)
-    missing = World(world.client, world.database, str(_uuid()), world.patient, str(_uuid()))
+    missing = World(
+        world.client, world.database, str(_uuid()), world.patient, str(_uuid()), str(_uuid())
+    )
     nothing = missing.call(endpoint, stranger)
     assert theirs.status_code == nothing.status_code == 404
     strip = {"request_id"}
