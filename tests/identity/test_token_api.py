@@ -86,18 +86,29 @@ def test_a_token_without_the_scope_is_403(client: FlaskClient, key_server: KeySe
 
 
 @pytest.mark.parametrize(
-    "overrides",
-    [{"exp": 1}, {"aud": "https://other.example"}, {"iss": "https://evil.example"}, {"org": None}],
+    ("overrides", "reason"),
+    [
+        ({"exp": 1}, "token:expired"),
+        ({"aud": "https://other.example"}, "token:invalid-aud"),
+        ({"iss": "https://evil.example"}, "token:invalid-iss"),
+        ({"org": None}, "token:missing-claim"),
+    ],
     ids=["expired", "audience", "issuer", "no-organization"],
 )
-def test_a_refused_token_is_401_invalid_token(
-    client: FlaskClient, key_server: KeyServer, database: Database, overrides: dict[str, Any]
+def test_a_refused_token_is_401_invalid_token_and_summed_up_with_its_reason(
+    client: FlaskClient,
+    key_server: KeyServer,
+    database: Database,
+    overrides: dict[str, Any],
+    reason: str,
 ) -> None:
     response = client.get("/v1/consents?patient_id=p", headers=bearer(key_server, **overrides))
     assert_problem(response, 401)
     assert response.headers["WWW-Authenticate"] == (
         'Bearer realm="consent-service", error="invalid_token"'
     )
+    [summary] = audit_objects(database, "authentication")
+    assert (summary["outcome"], summary["key"], summary["count"]) == ("unauthorized", reason, 1)
 
 
 def test_api_keys_keep_working_beside_tokens(client: FlaskClient, api_key: KeyFactory) -> None:
