@@ -169,16 +169,15 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return EXIT_UNAVAILABLE
     finally:
         view.close()
-    print(
-        json.dumps(
-            {
-                "decision": answer.decision,
-                "consent_id": answer.consent_id,
-                "version": answer.version,
-                "reason": answer.reason,
-            }
-        )
-    )
+    shown = {
+        "decision": answer.decision,
+        "consent_id": answer.consent_id,
+        "version": answer.version,
+        "reason": answer.reason,
+    }
+    if answer.emergency_access_id is not None:
+        shown["emergency_access_id"] = answer.emergency_access_id
+    print(json.dumps(shown))
     return EXIT_PERMIT if answer.permitted else EXIT_DENY
 
 

@@ -18,7 +18,14 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-EVENT_TYPES = ("consent.granted", "consent.amended", "consent.revoked", "consent.expired")
+EVENT_TYPES = (
+    "consent.granted",
+    "consent.amended",
+    "consent.revoked",
+    "consent.expired",
+    # An emergency access: ``consent_id`` and ``version`` are then the access's (emergency.py).
+    "consent.emergency-access",
+)
 SPEC_VERSION = "1.0"
 _REQUIRED_ATTRIBUTES = ("id", "type", "source", "subject", "time")
 

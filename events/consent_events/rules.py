@@ -37,13 +37,16 @@ class Decision:
     """The answer to one question, naming the consent and version that decided it.
 
     ``consent_id`` and ``version`` are ``None`` when no consent covers the
-    question (``reason == "no-consent"``), which is a deny.
+    question (``reason == "no-consent"``), which is a deny, and when an
+    emergency access answered (``reason == "emergency-access"``), a permit.
     """
 
     decision: str
     consent_id: str | None
     version: int | None
     reason: str
+    # Set when an open emergency access answered permit (reason ``emergency-access``).
+    emergency_access_id: str | None = None
 
     @property
     def permitted(self) -> bool:

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
+from consent_events import emergency
 from consent_events.envelope import Event, InvalidEvent
 from consent_events.rules import Version
 
@@ -90,13 +91,18 @@ REJECTED = "rejected"
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """What applying one event did; ``APPLIED`` changes are the only ones that alter answers."""
+    """What applying one event did; ``APPLIED`` changes are the only ones that alter answers.
+
+    An emergency access's change (``is_consent`` false) names the access, and
+    is not acknowledged: the service's receipts are about consents.
+    """
 
     outcome: str
     event_id: str | None
     consent_id: str | None
     version: int | None
     reason: str | None = None
+    is_consent: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +162,7 @@ class Store:
             self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = FULL")
         with self._transaction(write=True) as db:
-            for statement in _SCHEMA.split(";"):
+            for statement in (_SCHEMA + emergency.SCHEMA).split(";"):
                 if statement.strip():
                     db.execute(statement)
 
@@ -202,7 +208,7 @@ class Store:
                     [
                         (change.event_id, change.consent_id, change.version, now)
                         for change in changes
-                        if change.outcome == APPLIED
+                        if change.outcome == APPLIED and change.is_consent
                     ],
                 )
             _write_state(
@@ -269,6 +275,13 @@ class Store:
             histories.setdefault(row[0], []).append(_version(row))
         return list(histories.values()), sorted(row[0] for row in suspect), state
 
+    def emergency_access(
+        self, patient_id: str, practitioner_id: str, organization: str | None, at: datetime
+    ) -> str | None:
+        """The id of the pair's emergency access open at ``at``, or None."""
+        with self._transaction() as db:
+            return emergency.open_access(db, patient_id, practitioner_id, organization, at)
+
     def state(self) -> SyncState:
         with self._transaction() as db:
             return _read_state(db)
@@ -310,6 +323,10 @@ class Store:
 
 
 def _apply_event(db: sqlite3.Connection, event: Event, now: float) -> list[Change]:
+    if event.type == emergency.EMERGENCY_ACCESS:
+        outcome = emergency.apply_access(db, event, now)
+        reason = f"emergency-access {event.data['change']}"
+        return [Change(outcome, event.event_id, event.consent_id, event.version, reason, False)]
     seen = db.execute(
         "SELECT 1 FROM consent_versions WHERE event_id = ?"
         " UNION ALL SELECT 1 FROM held_events WHERE event_id = ?",

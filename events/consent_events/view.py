@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from consent_events.emergency import EMERGENCY_ACCESS_REASON
 from consent_events.rules import Decision, decide
 from consent_events.store import Store
 
@@ -87,6 +88,10 @@ class ConsentView:
             patient_id, practitioner_id, self.organization
         )
         self._check_lag(_lag(state.current_as_of, state.lag_events, state.heartbeat_at))
+        # An open emergency access permits whatever the consents say (as the service answers).
+        access_id = self.store.emergency_access(patient_id, practitioner_id, self.organization, at)
+        if access_id is not None:
+            return Decision("permit", None, None, EMERGENCY_ACCESS_REASON, access_id)
         if suspect:
             raise IncompleteHistoryError(
                 f"consent {suspect[0]} has a missing version or a rejected event;"

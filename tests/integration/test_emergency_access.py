@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from consent_events import ConsentView, Store
+from consent_events.envelope import from_structured
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
@@ -220,3 +223,21 @@ def test_bad_openings_are_422_and_record_nothing(
 
 def test_listing_needs_a_patient(client: FlaskClient, auth: dict[str, str]) -> None:
     assert_problem(client.get("/v1/emergency-access", headers=auth), 422, "patient_id")
+
+
+def test_the_kit_enforces_the_services_emergency_access_events(
+    client: FlaskClient, auth: dict[str, str], denied: dict[str, Any]
+) -> None:
+    patient = denied["patient_id"]
+    access = _open(client, auth, patient).get_json()
+    items = client.get("/v1/events?limit=100", headers=auth).get_json()["items"]
+    view = ConsentView(Store(), organization="practice-a")
+    view.store.heartbeat(lag_events=0, current_as_of=time.time())
+    view.store.apply([from_structured(item) for item in items])
+    answer = view.is_permitted(patient, PRACTITIONER, "radiographs", "care-coordination")
+    assert (answer.decision, answer.emergency_access_id) == ("permit", access["id"])
+    client.post(f"/v1/emergency-access/{access['id']}/end", headers=auth)
+    after = client.get(f"/v1/events?after={items[-1]['position']}", headers=auth).get_json()
+    view.store.apply([from_structured(item) for item in after["items"]])
+    answer = view.is_permitted(patient, PRACTITIONER, "radiographs", "care-coordination")
+    assert answer.reason == "denied-by-consent"
