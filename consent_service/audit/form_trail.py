@@ -10,7 +10,7 @@ the link's token, a name or a text.
 | page | entry (action, outcome) |
 |---|---|
 | answer form shown | ``consent-request.read``, ``ok`` |
-| "my consents" shown | ``patient.consents``, ``ok``, with every consent id listed |
+| "my consents" shown | ``patient.consents``, ``ok``, every consent and emergency access id |
 | a refusal answered | ``consent-request.refused``, ``ok``, in the answer's transaction |
 | a grant or a withdrawal | ``consent.granted`` / ``consent.revoked``, by ``audit`` |
 | link tampered with, expired, naming no request | page's action, ``refused``, ``link``: why |

@@ -142,6 +142,17 @@ MESSAGES: dict[str, dict[str, str]] = {
         "period_open": "Depuis le {start}, sans date de fin",
         "withdraw_button": "Retirer ce consentement",
         "withdraw_for": "donné à {practitioner}",
+        "emergency_title": "Accès en urgence à vos données",
+        "emergency_intro": (
+            "En cas d'urgence, un praticien peut accéder à vos données pour une durée limitée, "
+            "même sans votre consentement. Chaque accès est justifié et enregistré ; le voici."
+        ),
+        "emergency_when": "Ouvert le",
+        "emergency_why": "Motif donné",
+        "emergency_until": "Jusqu'au",
+        "emergency_open": "En cours",
+        "emergency_ended": "Terminé",
+        "emergency_expired": "Terminé à l'échéance",
         "withdrawn_title": "Votre consentement est retiré",
         "withdrawn_body": (
             "{practitioner} ne peut plus recevoir ces données à partir de maintenant. Les "
@@ -274,6 +285,17 @@ MESSAGES: dict[str, dict[str, str]] = {
         "period_open": "Since {start}, no end date",
         "withdraw_button": "Withdraw this consent",
         "withdraw_for": "given to {practitioner}",
+        "emergency_title": "Emergency access to your data",
+        "emergency_intro": (
+            "In an emergency, a practitioner may access your data for a limited time, even "
+            "without your consent. Each access is justified and recorded; here they are."
+        ),
+        "emergency_when": "Opened on",
+        "emergency_why": "Reason given",
+        "emergency_until": "Until",
+        "emergency_open": "Ongoing",
+        "emergency_ended": "Ended",
+        "emergency_expired": "Ended at its term",
         "withdrawn_title": "Your consent is withdrawn",
         "withdrawn_body": (
             "{practitioner} can no longer receive this data from now on. Sharing that "

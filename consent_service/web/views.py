@@ -37,6 +37,7 @@ from consent_service.http.problems import DATABASE_RETRY_AFTER_S, database_unava
 from consent_service.ratelimits import RATE_LIMITS_EXTENSION, RateLimits
 from consent_service.services import links, policies
 from consent_service.services import requests as service
+from consent_service.services.emergency import list_emergency_accesses, wire
 from consent_service.services.errors import Conflict, NotFound
 from consent_service.timefmt import utcnow
 from consent_service.web import i18n
@@ -181,15 +182,27 @@ def my_consents() -> Response:
             organization=consent_request.organization,
             patient_id=consent_request.patient_id,
         )
+        accesses = list_emergency_accesses(
+            session,
+            organization=consent_request.organization,
+            patient_id=consent_request.patient_id,
+        )
         names = service.practitioner_names(
             session,
             organization=consent_request.organization,
-            practitioner_ids=[consent["practitioner_id"] for consent in consents],
+            practitioner_ids=[consent["practitioner_id"] for consent in consents]
+            + [access.practitioner_id for access in accesses],
         )
         receipts = withdrawal_texts(
             session, organization=consent_request.organization, consents=consents, language=g.lang
         )
-    _record_read(consent_ids=[consent["id"] for consent in consents], count=len(consents))
+    shown_accesses = {"emergency_access_ids": [access.id for access in accesses]}
+    _record_read(
+        consent_ids=[consent["id"] for consent in consents],
+        count=len(consents),
+        **(shown_accesses if accesses else {}),
+    )
+    now = utcnow()
     return _page(
         "mine.html",
         200,
@@ -199,6 +212,7 @@ def my_consents() -> Response:
         csrf=csrf_token(_keys()) if consents else None,
         items=[_consent_view(consent, names) for consent in consents],
         receipts=receipts,
+        emergencies=[_emergency_view(wire(access, now), names) for access in accesses],
     )
 
 
@@ -440,6 +454,23 @@ def _consent_view(
         "status": consent["status"],
         "is_refusal": consent["decision"] == "deny",
         "can_withdraw": consent["status"] == "active" and consent["decision"] == "permit",
+    }
+
+
+def _emergency_view(
+    access: dict[str, Any], names: dict[str, tuple[str, str | None]]
+) -> dict[str, Any]:
+    """What the "my consents" page shows of one emergency access: who, when, why, how long."""
+    name, profession = names.get(access["practitioner_id"], (access["practitioner_id"], None))
+    until = access["closed_at"] or access["expires_at"]
+    return {
+        "id": access["id"],
+        "practitioner": name,
+        "profession": profession,
+        "opened": i18n.format_moment(g.lang, _instant(access["opened_at"])),
+        "until": i18n.format_moment(g.lang, _instant(until)),
+        "justification": access["justification"],
+        "status": access["status"],
     }
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from consent_service.audit import writer as audit_writer
+from consent_service.db.audit_models import AuditEntry
 from consent_service.db.models import OutboxEvent
 from consent_service.db.session import Database
+from consent_service.web.i18n import format_moment
 from tests.conftest import consent_body
 from tests.web.conftest import Ask, forms, local
 
@@ -108,3 +112,46 @@ def test_empty_list_in_english(client: FlaskClient, ask: Ask) -> None:
     created = ask(language="en")
     html = client.get(local(created["manage_url"])).get_data(as_text=True)
     assert "No consent is recorded for you." in html and not forms(html)
+
+
+def test_lists_the_patients_emergency_accesses_who_when_why_how_long(
+    client: FlaskClient, auth: dict[str, str], api_key: Any, ask: Ask, database: Database
+) -> None:
+    created = ask()
+    _grant(client, created)
+    patient = created["patient_id"]
+    why = "Patient inconscient admis aux urgences, allergies à vérifier."
+    body = {
+        "patient_id": patient,
+        "practitioner_id": "rpps:10003456789",
+        "justification": why,
+        "duration_minutes": 90,
+    }
+    opened = client.post("/v1/emergency-access", json=body, headers=auth).get_json()
+    elsewhere = {**body, "justification": "Another organization's emergency, not shown here."}
+    other_org = api_key(org="practice-b")
+    assert client.post("/v1/emergency-access", json=elsewhere, headers=other_org).status_code == 201
+
+    html = client.get(local(created["manage_url"])).get_data(as_text=True)
+    assert "Accès en urgence à vos données" in html
+    assert f'id="emergency-{opened["id"]}"' in html
+    section = html[html.index('id="emergency-access"') :]
+    assert "Dr Camille Martin" in section and "En cours" in section
+    assert why in section
+    assert "Another organization" not in html
+    expires = datetime.fromisoformat(opened["expires_at"].replace("Z", "+00:00"))
+    assert format_moment("fr", expires) in section
+
+    assert audit_writer.flush(timeout=10)
+    with database.reading() as session:
+        objects = session.scalars(
+            select(AuditEntry.objects).where(AuditEntry.action == "patient.consents")
+        ).all()
+    assert [json.loads(entry)["emergency_access_ids"] for entry in objects] == [[opened["id"]]]
+
+
+def test_no_emergency_section_without_one(client: FlaskClient, ask: Ask) -> None:
+    created = ask()
+    _grant(client, created)
+    html = client.get(local(created["manage_url"])).get_data(as_text=True)
+    assert "Accès en urgence" not in html
