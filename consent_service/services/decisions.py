@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select
 
 from consent_service.db.models import Consent, ConsentVersion
-from consent_service.services.emergency import covering_accesses, open_at
+from consent_service.services.emergency import access_windows, open_at
 from consent_service.services.rules import EMERGENCY_ACCESS, Outcome, decide
 
 _consents = Consent.__table__
@@ -76,21 +76,20 @@ def decide_many(
     """One decision per question, in order, reading each (patient, practitioner) pair once.
 
     An emergency access open at the question's instant answers permit before
-    any consent is read; one query finds those of every patient asked.
+    the consents are weighed (one more indexed query per pair).
     """
     current: dict[tuple[str, str], list[list[Any]]] = {}
     histories: dict[tuple[str, str], list[list[Any]]] = {}
-    emergencies = covering_accesses(
-        connection, organization=organization, patient_ids=(q.patient_id for q in questions)
-    )
+    emergencies: dict[tuple[str, str], list[tuple[str, datetime, datetime]]] = {}
     outcomes = []
     for question in questions:
         pair = (question.patient_id, question.practitioner_id)
-        if pair in emergencies:
-            access_id = open_at(emergencies[pair], question.at or now)
-            if access_id is not None:
-                outcomes.append(Outcome("permit", None, None, EMERGENCY_ACCESS, access_id))
-                continue
+        if pair not in emergencies:
+            emergencies[pair] = access_windows(connection, organization=organization, pair=pair)
+        access_id = open_at(emergencies[pair], question.at or now) if emergencies[pair] else None
+        if access_id is not None:
+            outcomes.append(Outcome("permit", None, None, EMERGENCY_ACCESS, access_id))
+            continue
         if question.at is None:
             if pair not in current:
                 current[pair] = _current_rows(connection, organization, pair)

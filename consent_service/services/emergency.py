@@ -11,7 +11,6 @@ a ``consent.emergency-access`` event. Closing is a compare-and-set on
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,16 +26,17 @@ from consent_service.timefmt import format_instant
 
 EXPIRY_ACTOR = "system:expiry"
 _accesses = EmergencyAccess.__table__
-_FOR_PATIENTS = select(
+# One pair's accesses, on the pair's index; equality binds rather than an expanding
+# IN list, which cost a decision half as much again as its consent query.
+_FOR_PAIR = select(
     _accesses.c.id,
-    _accesses.c.patient_id,
-    _accesses.c.practitioner_id,
     _accesses.c.opened_at,
     _accesses.c.expires_at,
     _accesses.c.closed_at,
 ).where(
     _accesses.c.organization == bindparam("organization"),
-    _accesses.c.patient_id.in_(bindparam("patient_ids", expanding=True)),
+    _accesses.c.patient_id == bindparam("patient_id"),
+    _accesses.c.practitioner_id == bindparam("practitioner_id"),
 )
 
 
@@ -112,18 +112,15 @@ def list_emergency_accesses(
     )
 
 
-def covering_accesses(
-    connection: Connection, *, organization: str, patient_ids: Iterable[str]
-) -> dict[tuple[str, str], list[tuple[str, datetime, datetime]]]:
-    """Per (patient, practitioner): each access as (id, from, until), for ``open_at``."""
-    found: dict[tuple[str, str], list[tuple[str, datetime, datetime]]] = {}
-    parameters = {"organization": organization, "patient_ids": sorted(set(patient_ids))}
-    for row in connection.execute(_FOR_PATIENTS, parameters):
-        until = min(row.expires_at, row.closed_at) if row.closed_at else row.expires_at
-        found.setdefault((row.patient_id, row.practitioner_id), []).append(
-            (row.id, row.opened_at, until)
-        )
-    return found
+def access_windows(
+    connection: Connection, *, organization: str, pair: tuple[str, str]
+) -> list[tuple[str, datetime, datetime]]:
+    """A (patient, practitioner) pair's accesses as (id, from, until), for ``open_at``."""
+    parameters = {"organization": organization, "patient_id": pair[0], "practitioner_id": pair[1]}
+    return [
+        (row.id, row.opened_at, min(row.expires_at, row.closed_at or row.expires_at))
+        for row in connection.execute(_FOR_PAIR, parameters)
+    ]
 
 
 def open_at(windows: list[tuple[str, datetime, datetime]], at: datetime) -> str | None:
