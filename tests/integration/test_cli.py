@@ -153,6 +153,30 @@ def test_bad_database_url_is_one_clear_line(url: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"CONSENT_OIDC_ISSUER": "https://idp.example"}, "CONSENT_OIDC_AUDIENCE"),
+        ({"CONSENT_OIDC_ISSUER": "http://idp.example", "CONSENT_OIDC_AUDIENCE": "a"}, "ISSUER"),
+        (
+            {
+                "CONSENT_OIDC_ISSUER": "https://idp.example",
+                "CONSENT_OIDC_AUDIENCE": "a",
+                "CONSENT_OIDC_ORG_CLAIM": "two words",
+            },
+            "CONSENT_OIDC_ORG_CLAIM",
+        ),
+    ],
+)
+def test_bad_oidc_setting_is_one_clear_line(variables: dict[str, str], named: str) -> None:
+    env = {"CONSENT_SECRET_KEYS": TEST_SECRET_KEYS[0], **variables}
+    for args in (["clients", "list"], ["serve"]):
+        result = CliRunner().invoke(main, args, env=env)
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and named in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
     "url",
     [
         "postgresql+psycopg://nobody:secret-password@127.0.0.1:1/none",
