@@ -43,6 +43,11 @@ MAX_KEY_LENGTH = 256
 KEY_CACHE_EXTENSION = "consent_service.verified_keys"
 SIGNING_KEYS_EXTENSION = "consent_service.oidc_signing_keys"
 AUTH_FAILURES = "auth-failures"
+# Which check failed is recorded in the audit log, not told to the caller.
+JWT_REFUSED = (
+    "The access token is expired, not yet valid, for another audience or issuer, "
+    "signed with an unknown key or algorithm, or lacks a claim."
+)
 
 
 def requires(scope: str, cost: Callable[[], int] | None = None) -> Callable[[F], F]:
@@ -60,7 +65,7 @@ def requires(scope: str, cost: Callable[[], int] | None = None) -> Callable[[F],
             token = token.strip()
             if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
                 g.auth_result = AuthResult(None, "missing")
-                return _refused_key("Send `Authorization: Bearer <api key>`.")
+                return _refused_key("Send `Authorization: Bearer <api key or access token>`.")
             # The key check and the view share one read-only connection,
             # opened on first use (``context.read_connection``) and closed
             # here, whatever the view raised.
@@ -83,22 +88,20 @@ def requires(scope: str, cost: Callable[[], int] | None = None) -> Callable[[F],
 
 
 def _authorize(token: str, scope: str, cost: int) -> Any:
-    """None when the key is valid, carries ``scope`` and has budget left; else the refusal."""
+    """None when the bearer is valid, carries ``scope`` and has budget left; else the refusal."""
     oidc = state().settings.oidc
-    if oidc is not None and looks_like_jwt(token):
+    is_jwt = oidc is not None and looks_like_jwt(token)
+    if oidc is not None and is_jwt:
         checked = check_token(token, oidc, signing_keys())
-        g.auth_result = AuthResult(checked.principal, checked.failure)
-        if checked.principal is None:
-            return _refused_key(
-                "The access token is expired, not yet valid, for another audience or "
-                "issuer, signed with an unknown key or algorithm, or lacks a claim.",
-                invalid_token=True,
-            )
-        result = g.auth_result
+        result = AuthResult(checked.principal, checked.failure)
+    elif len(token) > MAX_KEY_LENGTH:
+        result = AuthResult(None, "malformed")
     else:
-        result = _check(token) if len(token) <= MAX_KEY_LENGTH else AuthResult(None, "malformed")
-        g.auth_result = result
+        result = _check(token)
+    g.auth_result = result
     caller = result.principal
+    if caller is None and is_jwt:
+        return _refused_key(JWT_REFUSED, invalid_token=True)
     if caller is None:
         return _refused_key("The API key is unknown, expired, revoked or malformed.")
     g.principal = caller
