@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from consent_service import metrics
@@ -30,29 +31,31 @@ __all__ = ["EVENT_TYPES", "SPEC_VERSION", "add_event", "event_source", "structur
 
 SPEC_VERSION = "1.0"
 
+_events = cast(Table, OutboxEvent.__table__)
+
 
 def event_source(organization: str) -> str:
     return f"/organizations/{organization}"
 
 
-def add_event(session: Session, *, snapshot: dict[str, Any], now: datetime) -> OutboxEvent:
-    """Stage the CloudEvent announcing ``snapshot`` (a version's wire form)."""
+def add_event(session: Session, *, snapshot: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """Insert the CloudEvent announcing ``snapshot`` (a version's wire form); return its row."""
     event_type = f"consent.{snapshot['change']}"
     shared().check(event_type, snapshot)
-    event = OutboxEvent(
-        event_id=str(uuid.uuid4()),
-        organization=snapshot["organization"],
-        consent_id=snapshot["id"],
-        consent_version=snapshot["version"],
-        type=event_type,
-        time=now,
-        payload=json.dumps(snapshot, separators=(",", ":"), ensure_ascii=False),
-        created_at=now,
-        validated=True,
-    )
-    session.add(event)
+    row = {
+        "event_id": str(uuid.uuid4()),
+        "organization": snapshot["organization"],
+        "consent_id": snapshot["id"],
+        "consent_version": snapshot["version"],
+        "type": event_type,
+        "time": now,
+        "payload": json.dumps(snapshot, separators=(",", ":"), ensure_ascii=False),
+        "created_at": now,
+        "validated": True,
+    }
+    session.execute(insert(_events), row)
     metrics.CONSENT_CHANGES.labels(snapshot["change"]).inc()
-    return event
+    return row
 
 
 def structured_cloudevent(event: OutboxEvent) -> dict[str, Any]:
