@@ -296,10 +296,7 @@ def test_run_stops_on_signal_and_closes_the_publisher(database: Database, writes
     loop = threading.Thread(target=relay.run, args=(stop,))
     loop.start()
     writes.grant()
-    for _ in range(200):
-        if publisher.sent:
-            break
-        threading.Event().wait(0.01)
+    wait_until(lambda: bool(publisher.sent), 30, "the event to be published")
     stop.set()
     loop.join(timeout=5)
     assert not loop.is_alive()
