@@ -1,9 +1,11 @@
 """Consent requests: practice software asks a patient through the web form.
 
-The answer carries ``form_url``, a signed, expiring, single-use link that the
-caller delivers by its own channel (the service stores no patient contact
-data), and later ``manage_url``, the patient's "my consents" link. Both are
-signed afresh at each read, so a caller can deliver them again.
+The answer carries ``form_url``, a signed, expiring, single-use link, and
+later ``manage_url``, the patient's "my consents" link. Both are signed
+afresh at each read, so a caller can deliver them again. The caller delivers
+them by its own channel, or, when mail is configured, gives the patient's
+address in ``delivery`` and the service mails the link (``mail.queue``): the
+answer then shows how delivery goes, never the address.
 """
 
 from __future__ import annotations
@@ -24,8 +26,12 @@ from consent_service.http.auth import requires
 from consent_service.http.context import actor, principal, state
 from consent_service.http.parsing import ConsentBlueprint
 from consent_service.http.writes import Answer, json_response, write
+from consent_service.mail import queue as mail_queue
+from consent_service.mail.addresses import AddressError, mailbox
+from consent_service.mail.sealing import Sealer
 from consent_service.services import links
 from consent_service.services import requests as service
+from consent_service.services.errors import InvalidConsent
 from consent_service.timefmt import format_instant, utcnow
 
 blp = ConsentBlueprint(
@@ -48,6 +54,31 @@ class DisplayName(PlainText):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_length=128, **kwargs)
         self.validators.append(_one_line)
+
+
+def _patient_address(value: str) -> None:
+    try:
+        mailbox(value)
+    except AddressError as error:
+        raise ValidationError(str(error)) from None
+
+
+class DeliverySchema(Schema):
+    email = fields.String(
+        required=True,
+        validate=_patient_address,
+        metadata={
+            "description": "The patient's address (RFC 5322, at most 254 characters); "
+            "kept sealed until the confirmation is sent, then erased, never shown"
+        },
+    )
+
+
+class DeliveryStatusSchema(Schema):
+    channel = fields.String(metadata={"enum": ["email"]})
+    status = fields.String(metadata={"enum": ["queued", "sent", "failed"]})
+    attempts = fields.Integer()
+    sent_at = fields.String(allow_none=True, metadata={"format": "date-time"})
 
 
 class ConsentRequestCreateSchema(Schema):
@@ -86,6 +117,11 @@ class ConsentRequestCreateSchema(Schema):
         ),
         metadata={"description": "Seconds the link stays valid (default 7 days, at most 30)"},
     )
+    delivery = fields.Nested(
+        DeliverySchema,
+        load_default=None,
+        metadata={"description": "Mail form_url to the patient (when the service sends mail)"},
+    )
 
     @validates_schema
     def one_duration(self, data: dict[str, Any], **_: Any) -> None:
@@ -122,6 +158,11 @@ class ConsentRequestSchema(Schema):
     created_at = fields.String(metadata={"format": "date-time"})
     answered_at = fields.String(allow_none=True, metadata={"format": "date-time"})
     policy_version = fields.String(allow_none=True)
+    delivery = fields.Nested(
+        DeliveryStatusSchema,
+        allow_none=True,
+        metadata={"description": "How the mailed invitation goes; null when not mailed"},
+    )
 
 
 @blp.route("/consent-requests", methods=["POST"])
@@ -130,8 +171,14 @@ class ConsentRequestSchema(Schema):
 @blp.arguments(ConsentRequestCreateSchema)
 @blp.response(201, ConsentRequestSchema, headers={"Location": "Location"})
 def create_consent_request(body: dict[str, Any]) -> Response:
-    """Ask a patient for a consent; deliver the returned form_url to them."""
+    """Ask a patient for a consent; deliver the returned form_url, or let the service mail it."""
     now = utcnow()
+    settings = state().settings
+    delivery = body["delivery"]
+    if delivery is not None and not settings.mail_configured:
+        raise InvalidConsent(
+            {"delivery": ["This service sends no mail (CONSENT_SMTP_URL); deliver form_url."]}
+        )
 
     def compute(session: Session) -> Answer:
         created = service.create_request(
@@ -150,8 +197,18 @@ def create_consent_request(body: dict[str, Any]) -> Response:
             expires_in=timedelta(seconds=body["expires_in"]),
             now=now,
         )
+        if delivery is not None:
+            mail_queue.queue_invitation(
+                session,
+                request_id=created.id,
+                address=mailbox(delivery["email"]).addr_spec,
+                sealer=Sealer(settings.mail_keys),
+                now=now,
+            )
         return Answer(
-            201, _describe(created, now), {"Location": f"/v1/consent-requests/{created.id}"}
+            201,
+            _describe(created, now, mail_queue.deliveries(session, [created.id])),
+            {"Location": f"/v1/consent-requests/{created.id}"},
         )
 
     return write(compute)
@@ -167,10 +224,13 @@ def get_consent_request(request_id: uuid.UUID) -> Response:
         found = service.get_request(
             session, organization=principal().organization, request_id=str(request_id)
         )
-    return json_response(_describe(found, utcnow()))
+        deliveries = mail_queue.deliveries(session, [found.id])
+    return json_response(_describe(found, utcnow(), deliveries))
 
 
-def _describe(consent_request: ConsentRequest, now: datetime) -> dict[str, Any]:
+def _describe(
+    consent_request: ConsentRequest, now: datetime, deliveries: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     keys = state().settings.secret_keys
     status = service.effective_status(consent_request, now)
     text = (
@@ -203,6 +263,7 @@ def _describe(consent_request: ConsentRequest, now: datetime) -> dict[str, Any]:
         "created_at": format_instant(consent_request.created_at),
         "answered_at": _instant(consent_request.answered_at),
         "policy_version": text,
+        "delivery": deliveries.get(consent_request.id),
     }
 
 

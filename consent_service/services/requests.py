@@ -6,7 +6,8 @@ concurrent submissions, the database lets exactly one through and the others
 change nothing. A grant records the consent exactly as the API would, with
 its version and event, in the same transaction as the request's new status.
 
-The service stores no patient contact data: the caller delivers the link.
+The caller delivers the link, or has it mailed (``mail.queue``): no contact
+data ever lands on these rows.
 """
 
 from __future__ import annotations
