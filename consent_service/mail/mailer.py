@@ -38,7 +38,7 @@ from consent_service.db.mail_models import MailMessage
 from consent_service.db.request_models import ConsentRequest
 from consent_service.db.session import Database
 from consent_service.mail import compose
-from consent_service.mail.queue import INVITATION
+from consent_service.mail.queue import INVITATION, REQUEST_CLOSED
 from consent_service.mail.sealing import Sealer, SealError
 from consent_service.mail.transport import (
     PermanentFailure,
@@ -51,8 +51,6 @@ from consent_service.services import links
 from consent_service.timefmt import utcnow
 
 log = logging.getLogger(__name__)
-
-REQUEST_CLOSED = "RequestClosed"
 
 
 @dataclass(frozen=True)
@@ -191,7 +189,7 @@ class Mailer:
             assert message is not None
             consent_request = session.get(ConsentRequest, message.request_id)
             assert consent_request is not None
-            attempts = message.attempts
+            attempts, kind = message.attempts, message.kind
             try:
                 if message.sealed_address is None:
                     raise SealError("the address was erased")
@@ -202,7 +200,7 @@ class Mailer:
                 # Sealed under a key no longer configured: it can never be sent.
                 self._record(message_id, failure="SealError", final=True)
                 return
-            email = self._compose(consent_request, address)
+            email = self._compose(kind, consent_request, address)
         try:
             send(self.outbound.server, email, timeout=self.options.smtp_timeout)
         except TemporaryFailure:
@@ -211,25 +209,42 @@ class Mailer:
         except PermanentFailure:
             self._record(message_id, failure="PermanentFailure", final=True)
         else:
-            self._record(message_id)
+            # A confirmation is the last message: its address goes with it.
+            self._record(message_id, erase=kind != INVITATION)
             log.info("mail %s sent (attempt %d)", message_id, attempts)
 
-    def _compose(self, consent_request: ConsentRequest, address: str) -> EmailMessage:
+    def _compose(self, kind: str, consent_request: ConsentRequest, address: str) -> EmailMessage:
         head = compose.Letterhead(
             mail_from=self.outbound.mail_from,
             practice=consent_request.organization_name or consent_request.organization,
             practitioner=consent_request.practitioner_name,
             profession=consent_request.practitioner_profession,
         )
-        form_url = links.public_link(
-            self.outbound.public_url,
-            self.outbound.link_keys,
-            links.ANSWER,
+        language = consent_request.language
+        if kind == INVITATION:
+            form_url = self._link(links.ANSWER, consent_request)
+            return compose.invitation(head, address, language, form_url, consent_request.expires_at)
+        version = consent_request.text_version
+        return compose.confirmation(
+            head,
+            address,
+            language,
+            granted=consent_request.status == "granted",
+            categories=consent_request.categories,
+            purposes=consent_request.purposes,
+            text_version=f"{version}/{consent_request.text_language}" if version else None,
+            manage_url=self._link(links.MANAGE, consent_request),
+            manage_expires_at=self.clock() + links.MAX_AGE[links.MANAGE],
+        )
+
+    def _link(self, purpose: str, consent_request: ConsentRequest) -> str:
+        outbound = self.outbound
+        return links.public_link(
+            outbound.public_url,
+            outbound.link_keys,
+            purpose,
             consent_request.id,
             consent_request.language,
-        )
-        return compose.invitation(
-            head, address, consent_request.language, form_url, consent_request.expires_at
         )
 
     def _record(
@@ -239,11 +254,14 @@ class Mailer:
         failure: str | None = None,
         final: bool = False,
         attempts: int = 0,
+        erase: bool = False,
     ) -> None:
         now = self.clock()
         values: dict[str, object]
         if failure is None:
             values = {"status": "sent", "sent_at": now, "next_attempt_at": None, "last_error": None}
+            if erase:
+                values["sealed_address"] = None
         elif final:
             values = {"status": "failed", "next_attempt_at": None, "sealed_address": None}
             values["last_error"] = failure

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from consent_service.db.mail_models import MailMessage
@@ -21,6 +21,8 @@ from consent_service.timefmt import format_instant
 
 INVITATION = "invitation"
 CONFIRMATION = "confirmation"
+# Why an invitation was never sent: the request was answered or closed first.
+REQUEST_CLOSED = "RequestClosed"
 
 
 def queue_invitation(
@@ -39,6 +41,52 @@ def queue_invitation(
     session.add(message)
     session.flush()
     return message
+
+
+def queue_confirmation(session: Session, *, request_id: str, now: datetime) -> bool:
+    """After the patient answered: queue the confirmation to the invitation's address.
+
+    The sealed address moves from the invitation to the confirmation (it is
+    bound to the request, not the row), so from now on only the message that
+    still has to reach the patient holds it; an invitation not sent yet is
+    not sent at all. False when the request was not mailed.
+    """
+    sealed = session.scalar(
+        select(MailMessage.sealed_address).where(
+            MailMessage.request_id == request_id,
+            MailMessage.kind == INVITATION,
+            MailMessage.sealed_address.is_not(None),
+        )
+    )
+    if sealed is None:
+        return False
+    session.execute(
+        update(MailMessage)
+        .where(MailMessage.request_id == request_id, MailMessage.kind == INVITATION)
+        .values(sealed_address=None)
+    )
+    session.execute(
+        update(MailMessage)
+        .where(
+            MailMessage.request_id == request_id,
+            MailMessage.kind == INVITATION,
+            MailMessage.status == "queued",
+        )
+        .values(status="failed", next_attempt_at=None, last_error=REQUEST_CLOSED)
+    )
+    session.add(
+        MailMessage(
+            request_id=request_id,
+            kind=CONFIRMATION,
+            sealed_address=sealed,
+            status="queued",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
+    session.flush()
+    return True
 
 
 def deliveries(session: Session, request_ids: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from consent_service.db.models import Consent
 from consent_service.db.request_models import ConsentRequest, PolicyText
+from consent_service.mail.queue import queue_confirmation
 from consent_service.services.consents import Actor, grant_consent, list_consents, revoke_consent
 from consent_service.services.errors import NotFound
 from consent_service.timefmt import format_instant
@@ -119,7 +120,7 @@ def effective_status(consent_request: ConsentRequest, now: datetime) -> str:
 def answer_request(
     session: Session, *, request_id: str, grant: bool, text: PolicyText, now: datetime
 ) -> Outcome:
-    """Grant or refuse a pending request, at most once."""
+    """Grant or refuse a pending request, at most once; queue the confirmation if mailed."""
     new_status = "granted" if grant else "refused"
     moved = session.execute(
         update(ConsentRequest)
@@ -146,6 +147,7 @@ def answer_request(
             session.refresh(consent_request)
             return Outcome("expired", consent_request)
         return Outcome("already-answered", consent_request)
+    queue_confirmation(session, request_id=request_id, now=now)
     if not grant:
         return Outcome("refused", consent_request)
     consent = grant_consent(
