@@ -29,7 +29,7 @@ from consent_service.http.writes import Answer, json_response, write
 from consent_service.mail import queue as mail_queue
 from consent_service.mail.addresses import AddressError, mailbox
 from consent_service.mail.sealing import Sealer
-from consent_service.services import links
+from consent_service.services import links, verification
 from consent_service.services import requests as service
 from consent_service.services.errors import InvalidConsent
 from consent_service.timefmt import format_instant, utcnow
@@ -117,6 +117,14 @@ class ConsentRequestCreateSchema(Schema):
         ),
         metadata={"description": "Seconds the link stays valid (default 7 days, at most 30)"},
     )
+    verification = fields.String(
+        load_default=None,
+        validate=validate.OneOf(["code"]),
+        metadata={
+            "description": "code: the answer carries verification_code, which the patient "
+            "must type before the form shows anything; hand it over by another channel"
+        },
+    )
     delivery = fields.Nested(
         DeliverySchema,
         load_default=None,
@@ -139,7 +147,9 @@ class ConsentRequestCreateSchema(Schema):
 
 class ConsentRequestSchema(Schema):
     id = fields.UUID()
-    status = fields.String(metadata={"enum": ["pending", "granted", "refused", "expired"]})
+    status = fields.String(
+        metadata={"enum": ["pending", "granted", "refused", "expired", "locked"]}
+    )
     form_url = fields.String(allow_none=True, metadata={"description": "While pending"})
     manage_url = fields.String(metadata={"description": "The patient's 'my consents' page"})
     expires_at = fields.String(metadata={"format": "date-time"})
@@ -158,6 +168,12 @@ class ConsentRequestSchema(Schema):
     created_at = fields.String(metadata={"format": "date-time"})
     answered_at = fields.String(allow_none=True, metadata={"format": "date-time"})
     policy_version = fields.String(allow_none=True)
+    verification = fields.String(
+        allow_none=True, metadata={"enum": ["code", None], "description": "null: none asked"}
+    )
+    verification_code = fields.String(
+        metadata={"description": "6 digits, in the 201 answer only (never again, not on a replay)"}
+    )
     delivery = fields.Nested(
         DeliveryStatusSchema,
         allow_none=True,
@@ -197,6 +213,11 @@ def create_consent_request(body: dict[str, Any]) -> Response:
             expires_in=timedelta(seconds=body["expires_in"]),
             now=now,
         )
+        shown_once = {}
+        if body["verification"] == "code":
+            shown_once["verification_code"] = verification.issue_code(
+                session, created, settings.secret_keys
+            )
         if delivery is not None:
             mail_queue.queue_invitation(
                 session,
@@ -209,6 +230,7 @@ def create_consent_request(body: dict[str, Any]) -> Response:
             201,
             _describe(created, now, mail_queue.deliveries(session, [created.id])),
             {"Location": f"/v1/consent-requests/{created.id}"},
+            shown_once,
         )
 
     return write(compute)
@@ -263,6 +285,7 @@ def _describe(
         "created_at": format_instant(consent_request.created_at),
         "answered_at": _instant(consent_request.answered_at),
         "policy_version": text,
+        "verification": "code" if consent_request.verification_code_hash else None,
         "delivery": deliveries.get(consent_request.id),
     }
 

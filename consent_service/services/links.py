@@ -28,11 +28,13 @@ from consent_service.services.requests import MAX_EXPIRES_IN
 
 ANSWER = "answer-request"
 MANAGE = "manage-consents"
-PURPOSES = (ANSWER, MANAGE)
+# Proof, carried by the answer form, that the request's code was typed correctly.
+CODE_CHECKED = "code-checked"
+PURPOSES = (ANSWER, MANAGE, CODE_CHECKED)
 # A link to answer lives no longer than the longest request it may name (the
 # request's own deadline is checked against the database); a link to manage
 # one's consents can be fetched anew from GET /v1/consent-requests/{id}.
-MAX_AGE = {ANSWER: MAX_EXPIRES_IN, MANAGE: timedelta(days=90)}
+MAX_AGE = {ANSWER: MAX_EXPIRES_IN, MANAGE: timedelta(days=90), CODE_CHECKED: timedelta(hours=1)}
 MAX_TOKEN_LENGTH = 512
 # Where the form serves each purpose (``web.views``); used to build links
 # outside a request, as the mailer does, on ``CONSENT_PUBLIC_URL``.
