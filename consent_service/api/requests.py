@@ -44,7 +44,9 @@ MAX_VALID_FOR_DAYS = 3650
 
 
 def _one_line(value: str) -> None:
-    if not value.strip() or "\n" in value or "\t" in value:
+    # splitlines() knows every line break (U+2028, NEL...), not only "\n": a name
+    # shown to the patient also goes into mail headers, where a break is refused.
+    if not value.strip() or value.splitlines() != [value] or "\t" in value:
         raise ValidationError("One line of text, not blank.")
 
 

@@ -200,7 +200,12 @@ class Mailer:
                 # Sealed under a key no longer configured: it can never be sent.
                 self._record(message_id, failure="SealError", final=True)
                 return
-            email = self._compose(kind, consent_request, address)
+            try:
+                email = self._compose(kind, consent_request, address)
+            except ValueError:
+                # A stored name the email headers refuse (the API refuses it since).
+                self._record(message_id, failure="ComposeError", final=True)
+                return
         try:
             send(self.outbound.server, email, timeout=self.options.smtp_timeout)
         except TemporaryFailure:

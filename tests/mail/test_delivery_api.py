@@ -86,3 +86,12 @@ def test_bad_deliveries_are_422_without_echoing_the_value(
     assert field in [error["field"] for error in response.get_json()["errors"]]
     if isinstance(delivery, dict) and isinstance(delivery.get("email"), str):
         assert delivery["email"] not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("name", ["Cabinet\u2028Bcc: all@example.org", "Cabinet\x0bdu Parc"])
+def test_names_that_would_break_a_mail_header_are_refused(
+    mail_client: FlaskClient, auth: dict[str, str], name: str
+) -> None:
+    response = _create(mail_client, auth, organization_name=name, delivery={"email": ADDRESS})
+    assert response.status_code == 422
+    assert {error["field"] for error in response.get_json()["errors"]} == {"organization_name"}

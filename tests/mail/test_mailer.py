@@ -14,13 +14,14 @@ import pytest
 from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from consent_service import create_app
 from consent_service.cli import main
 from consent_service.cli.mailer import start_in_background
 from consent_service.config import Settings
 from consent_service.db.mail_models import MailMessage
+from consent_service.db.request_models import ConsentRequest
 from consent_service.db.session import Database
 from consent_service.mail.mailer import Mailer, MailerOptions, Outbound
 from consent_service.timefmt import utcnow
@@ -180,6 +181,27 @@ def test_five_refusals_fail_the_message_and_erase_the_address(
     delivery = _delivery(app.test_client(), auth, created["id"])
     assert (delivery["status"], delivery["attempts"], delivery["sent_at"]) == ("failed", 5, None)
     assert mailbox.messages == []
+
+
+def test_a_name_no_header_can_carry_fails_the_message_not_the_mailer(
+    mail_settings: Settings, database: Database, auth: dict[str, str], smtp: tuple[int, Mailbox]
+) -> None:
+    port, mailbox = smtp
+    settings = _settings(mail_settings, port)
+    app = create_app(settings, database=database)
+    first, second = _ask(app, auth), _ask(app, auth)
+    # Stored before the API refused such names: a line separator in the practice's name.
+    with database.transaction() as session:
+        session.execute(
+            update(ConsentRequest)
+            .where(ConsentRequest.id == first["id"])
+            .values(organization_name="Cabinet\u2028Bcc: all@example.org")
+        )
+    assert Mailer(database, Outbound.from_settings(settings), options=FAST).run_once() == 2
+    assert len(mailbox.wait_for(1)) == 1
+    client = app.test_client()
+    assert _delivery(client, auth, first["id"])["status"] == "failed"
+    assert _delivery(client, auth, second["id"])["status"] == "sent"
 
 
 def test_a_permanent_refusal_fails_at_once(
