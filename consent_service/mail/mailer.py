@@ -117,6 +117,12 @@ class Mailer:
                 log.warning("mailer: database unavailable (%s)", type(error).__name__)
                 stop.wait(self.options.database_backoff)
                 continue
+            except Exception:
+                # Never end the loop (in the relay, mail would stop unseen); the
+                # rows stay queued and the next round tries again.
+                log.exception("mailer: round failed")
+                stop.wait(self.options.database_backoff)
+                continue
             if not handled:
                 stop.wait(self.options.idle_poll)
 
