@@ -104,6 +104,16 @@ class Settings:
     api_key_cache_ms: int = 1000
     # None: only API keys authenticate.
     oidc: OidcSettings | None = None
+    # Email to patients (consent requests); None: no mail, `delivery` is refused.
+    smtp_url: str | None = field(default=None, repr=False)
+    smtp_ca_file: str | None = None
+    mail_from: str | None = None
+    # Keys sealing patient addresses at rest: CONSENT_MAIL_KEYS, else CONSENT_SECRET_KEYS.
+    mail_keys: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def mail_configured(self) -> bool:
+        return self.smtp_url is not None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -168,6 +178,7 @@ class Settings:
                 name for name in DEVELOPMENT_KEY_WARNINGS if not env.get(name, "").strip()
             ),
             **_kafka_client_settings(env),
+            **_mail_settings(env, keys),
         )
 
     def warn_development_keys(self, *names: str) -> None:
@@ -338,6 +349,44 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ConfigError(f"{name}: must be positive, got {value}")
     return value
+
+
+def _mail_settings(env: Mapping[str, str], secret_keys: tuple[str, ...]) -> dict[str, Any]:
+    """The SMTP server, sender and sealing keys; all unset when no mail is sent."""
+    # Imported here, as the rate limits are: the mail package is not needed otherwise.
+    from consent_service.mail.addresses import AddressError, mailbox
+    from consent_service.mail.transport import SmtpUrlError, parse_smtp_url
+
+    url = env.get("CONSENT_SMTP_URL", "").strip() or None
+    if url is None:
+        return {}
+    try:
+        parse_smtp_url(url)
+    except SmtpUrlError as error:
+        raise ConfigError(f"CONSENT_SMTP_URL: {error}") from None
+    ca_file = env.get("CONSENT_SMTP_CA_FILE", "").strip() or None
+    if ca_file is not None and not os.path.isfile(ca_file):
+        raise ConfigError(f"CONSENT_SMTP_CA_FILE: no such file {ca_file!r}")
+    try:
+        mail_from = str(mailbox(env.get("CONSENT_MAIL_FROM", "").strip(), display_name=True))
+    except AddressError as error:
+        raise ConfigError(f"CONSENT_MAIL_FROM: required with CONSENT_SMTP_URL; {error}") from None
+    if not env.get("CONSENT_PUBLIC_URL", "").strip():
+        raise ConfigError("CONSENT_PUBLIC_URL: required with CONSENT_SMTP_URL (links in mail)")
+    mail_keys = _split(env.get("CONSENT_MAIL_KEYS", ""))
+    if mail_keys and any(len(key) < 32 for key in mail_keys):
+        raise ConfigError("CONSENT_MAIL_KEYS: every key must be at least 32 characters")
+    if not mail_keys and not env.get("CONSENT_SECRET_KEYS", "").strip():
+        # A random development key would differ between the API and the mailer.
+        raise ConfigError(
+            "CONSENT_SECRET_KEYS: required with CONSENT_SMTP_URL (or set CONSENT_MAIL_KEYS)"
+        )
+    return {
+        "smtp_url": url,
+        "smtp_ca_file": ca_file,
+        "mail_from": mail_from,
+        "mail_keys": mail_keys or secret_keys,
+    }
 
 
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")

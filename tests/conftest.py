@@ -26,6 +26,7 @@ from consent_service.config import Settings
 from consent_service.db.base import Base
 from consent_service.db.migrate import upgrade
 from consent_service.db.session import Database
+from consent_service.outbox.lease import lease_for
 from consent_service.services.clients import SCOPES, create_client
 from consent_service.timefmt import utcnow
 
@@ -86,7 +87,17 @@ def database(backend: str, database_urls: dict[str, str]) -> Iterator[Database]:
         # hold connections until collected; close them now, test by test.
         audit_trail.release(db)
         empty_tables(db)
-        db.dispose()
+        try:
+            assert_relay_lease_free(db)
+        finally:
+            db.dispose()
+
+
+def assert_relay_lease_free(database: Database) -> None:
+    """Fail the test that leaves the relay lease taken: every later relay would stand by."""
+    lease = lease_for(database)
+    assert lease.try_acquire(), "this test left the relay lease held (a relay still running?)"
+    lease.release()
 
 
 @pytest.fixture

@@ -1,9 +1,11 @@
 """Consent requests: practice software asks a patient through the web form.
 
-The answer carries ``form_url``, a signed, expiring, single-use link that the
-caller delivers by its own channel (the service stores no patient contact
-data), and later ``manage_url``, the patient's "my consents" link. Both are
-signed afresh at each read, so a caller can deliver them again.
+The answer carries ``form_url``, a signed, expiring, single-use link, and
+later ``manage_url``, the patient's "my consents" link. Both are signed
+afresh at each read, so a caller can deliver them again. The caller delivers
+them by its own channel, or, when mail is configured, gives the patient's
+address in ``delivery`` and the service mails the link (``mail.queue``): the
+answer then shows how delivery goes, never the address.
 """
 
 from __future__ import annotations
@@ -24,8 +26,12 @@ from consent_service.http.auth import requires
 from consent_service.http.context import actor, principal, state
 from consent_service.http.parsing import ConsentBlueprint
 from consent_service.http.writes import Answer, json_response, write
-from consent_service.services import links
+from consent_service.mail import queue as mail_queue
+from consent_service.mail.addresses import AddressError, mailbox
+from consent_service.mail.sealing import Sealer
+from consent_service.services import links, verification
 from consent_service.services import requests as service
+from consent_service.services.errors import InvalidConsent
 from consent_service.timefmt import format_instant, utcnow
 
 blp = ConsentBlueprint(
@@ -38,7 +44,9 @@ MAX_VALID_FOR_DAYS = 3650
 
 
 def _one_line(value: str) -> None:
-    if not value.strip() or "\n" in value or "\t" in value:
+    # splitlines() knows every line break (U+2028, NEL...), not only "\n": a name
+    # shown to the patient also goes into mail headers, where a break is refused.
+    if not value.strip() or value.splitlines() != [value] or "\t" in value:
         raise ValidationError("One line of text, not blank.")
 
 
@@ -48,6 +56,31 @@ class DisplayName(PlainText):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_length=128, **kwargs)
         self.validators.append(_one_line)
+
+
+def _patient_address(value: str) -> None:
+    try:
+        mailbox(value)
+    except AddressError as error:
+        raise ValidationError(str(error)) from None
+
+
+class DeliverySchema(Schema):
+    email = fields.String(
+        required=True,
+        validate=_patient_address,
+        metadata={
+            "description": "The patient's address (RFC 5322, at most 254 characters); "
+            "kept sealed until the confirmation is sent, then erased, never shown"
+        },
+    )
+
+
+class DeliveryStatusSchema(Schema):
+    channel = fields.String(metadata={"enum": ["email"]})
+    status = fields.String(metadata={"enum": ["queued", "sent", "failed"]})
+    attempts = fields.Integer()
+    sent_at = fields.String(allow_none=True, metadata={"format": "date-time"})
 
 
 class ConsentRequestCreateSchema(Schema):
@@ -86,6 +119,19 @@ class ConsentRequestCreateSchema(Schema):
         ),
         metadata={"description": "Seconds the link stays valid (default 7 days, at most 30)"},
     )
+    verification = fields.String(
+        load_default=None,
+        validate=validate.OneOf(["code"]),
+        metadata={
+            "description": "code: the answer carries verification_code, which the patient "
+            "must type before the form shows anything; hand it over by another channel"
+        },
+    )
+    delivery = fields.Nested(
+        DeliverySchema,
+        load_default=None,
+        metadata={"description": "Mail form_url to the patient (when the service sends mail)"},
+    )
 
     @validates_schema
     def one_duration(self, data: dict[str, Any], **_: Any) -> None:
@@ -103,7 +149,9 @@ class ConsentRequestCreateSchema(Schema):
 
 class ConsentRequestSchema(Schema):
     id = fields.UUID()
-    status = fields.String(metadata={"enum": ["pending", "granted", "refused", "expired"]})
+    status = fields.String(
+        metadata={"enum": ["pending", "granted", "refused", "expired", "locked"]}
+    )
     form_url = fields.String(allow_none=True, metadata={"description": "While pending"})
     manage_url = fields.String(metadata={"description": "The patient's 'my consents' page"})
     expires_at = fields.String(metadata={"format": "date-time"})
@@ -122,6 +170,17 @@ class ConsentRequestSchema(Schema):
     created_at = fields.String(metadata={"format": "date-time"})
     answered_at = fields.String(allow_none=True, metadata={"format": "date-time"})
     policy_version = fields.String(allow_none=True)
+    verification = fields.String(
+        allow_none=True, metadata={"enum": ["code", None], "description": "null: none asked"}
+    )
+    verification_code = fields.String(
+        metadata={"description": "6 digits, in the 201 answer only (never again, not on a replay)"}
+    )
+    delivery = fields.Nested(
+        DeliveryStatusSchema,
+        allow_none=True,
+        metadata={"description": "How the mailed invitation goes; null when not mailed"},
+    )
 
 
 @blp.route("/consent-requests", methods=["POST"])
@@ -130,8 +189,14 @@ class ConsentRequestSchema(Schema):
 @blp.arguments(ConsentRequestCreateSchema)
 @blp.response(201, ConsentRequestSchema, headers={"Location": "Location"})
 def create_consent_request(body: dict[str, Any]) -> Response:
-    """Ask a patient for a consent; deliver the returned form_url to them."""
+    """Ask a patient for a consent; deliver the returned form_url, or let the service mail it."""
     now = utcnow()
+    settings = state().settings
+    delivery = body["delivery"]
+    if delivery is not None and not settings.mail_configured:
+        raise InvalidConsent(
+            {"delivery": ["This service sends no mail (CONSENT_SMTP_URL); deliver form_url."]}
+        )
 
     def compute(session: Session) -> Answer:
         created = service.create_request(
@@ -150,8 +215,24 @@ def create_consent_request(body: dict[str, Any]) -> Response:
             expires_in=timedelta(seconds=body["expires_in"]),
             now=now,
         )
+        shown_once = {}
+        if body["verification"] == "code":
+            shown_once["verification_code"] = verification.issue_code(
+                session, created, settings.secret_keys
+            )
+        if delivery is not None:
+            mail_queue.queue_invitation(
+                session,
+                request_id=created.id,
+                address=mailbox(delivery["email"]).addr_spec,
+                sealer=Sealer(settings.mail_keys),
+                now=now,
+            )
         return Answer(
-            201, _describe(created, now), {"Location": f"/v1/consent-requests/{created.id}"}
+            201,
+            _describe(created, now, mail_queue.deliveries(session, [created.id])),
+            {"Location": f"/v1/consent-requests/{created.id}"},
+            shown_once,
         )
 
     return write(compute)
@@ -167,10 +248,13 @@ def get_consent_request(request_id: uuid.UUID) -> Response:
         found = service.get_request(
             session, organization=principal().organization, request_id=str(request_id)
         )
-    return json_response(_describe(found, utcnow()))
+        deliveries = mail_queue.deliveries(session, [found.id])
+    return json_response(_describe(found, utcnow(), deliveries))
 
 
-def _describe(consent_request: ConsentRequest, now: datetime) -> dict[str, Any]:
+def _describe(
+    consent_request: ConsentRequest, now: datetime, deliveries: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     keys = state().settings.secret_keys
     status = service.effective_status(consent_request, now)
     text = (
@@ -203,6 +287,8 @@ def _describe(consent_request: ConsentRequest, now: datetime) -> dict[str, Any]:
         "created_at": format_instant(consent_request.created_at),
         "answered_at": _instant(consent_request.answered_at),
         "policy_version": text,
+        "verification": "code" if consent_request.verification_code_hash else None,
+        "delivery": deliveries.get(consent_request.id),
     }
 
 

@@ -1,7 +1,7 @@
 """The tamper-evident audit log, one feature in one folder.
 
-- ``chain``: keys, chains ("shards"), appending, the flush hook that audits
-  every new consent version in its own transaction, reading entries back.
+- ``chain``: keys, chains ("shards"), appending, the entry of every new
+  consent version in its own transaction, reading entries back.
 - ``checkpoints``: signed heads of every chain; purging behind a checkpoint.
 - ``verification``: walking every chain and checkpoint (``verify``).
 - ``writer``: the batch writer that appends request entries off the request path.
@@ -20,6 +20,7 @@ from consent_service.audit.chain import (
     Record,
     append,
     append_in_session,
+    audit_new_version,
     configure,
     current_context,
     keyring,
@@ -39,6 +40,7 @@ __all__ = [
     "Report",
     "append",
     "append_in_session",
+    "audit_new_version",
     "configure",
     "create_checkpoint",
     "current_context",

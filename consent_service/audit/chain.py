@@ -17,8 +17,9 @@ there. Purging old entries writes a purge checkpoint recording where each
 chain resumes, in the same transaction as the delete.
 
 Writes are audited in the transaction that records the consent version
-(``before_flush`` on every ORM session, whoever writes: API, web form,
-expiry), so a version never exists without its audit entry.
+(``audit_new_version``, called by the one function that records versions,
+whoever writes: API, web form, FHIR, expiry), so a version never exists
+without its audit entry.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, event, insert, select
-from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction
+from sqlalchemy.orm import Session, SessionTransaction
 
 from consent_service.audit.data import version_digest
 from consent_service.config import Settings
@@ -55,7 +56,7 @@ _entries = cast(Table, AuditEntry.__table__)
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """Who acts in the current request; set by the API layer, read by the flush hook."""
+    """Who acts in the current request; set by the API layer, read when a version is audited."""
 
     request_id: str | None = None
     client_id: str | None = None
@@ -247,37 +248,31 @@ def append_in_session(session: Session, records: Sequence[Record], *, now: datet
     chain = session.info.pop("audit_chain", None) or _chains.acquire()
     rows, head = _rows(chain, records, now)
     session.info["audit_chain"] = head
-    session.add_all(AuditEntry(**row) for row in rows)
+    session.execute(insert(_entries), rows)
 
 
-@event.listens_for(Session, "before_flush")
-def _audit_new_versions(session: Session, _flush: UOWTransaction, _instances: Any) -> None:
-    versions = [obj for obj in session.new if isinstance(obj, ConsentVersion)]
-    if not versions:
-        return
+def audit_new_version(session: Session, version: ConsentVersion) -> None:
+    """Append the entry of a version being recorded, in the version's transaction."""
     context = current_context.get() or Context()
-    records = [
-        Record(
-            action=f"consent.{version.change}",
-            outcome="ok",
-            objects={
-                "consent_id": version.consent_id,
-                "version": version.version,
-                "patient_id": version.patient_id,
-                "practitioner_id": version.practitioner_id,
-                "actor": version.actor,
-                # The version's content, so that a row edited in the database
-                # is found (``audit.data``).
-                "sha256": version_digest(version),
-            },
-            client_id=context.client_id,
-            organization=version.organization,
-            request_id=context.request_id,
-        )
-        for version in sorted(versions, key=lambda v: (v.consent_id, v.version))
-    ]
-    append_in_session(session, records, now=max(v.recorded_at for v in versions))
-    session.info.setdefault("audited_consents", []).extend(v.consent_id for v in versions)
+    record = Record(
+        action=f"consent.{version.change}",
+        outcome="ok",
+        objects={
+            "consent_id": version.consent_id,
+            "version": version.version,
+            "patient_id": version.patient_id,
+            "practitioner_id": version.practitioner_id,
+            "actor": version.actor,
+            # The version's content, so that a row edited in the database
+            # is found (``audit.data``).
+            "sha256": version_digest(version),
+        },
+        client_id=context.client_id,
+        organization=version.organization,
+        request_id=context.request_id,
+    )
+    append_in_session(session, [record], now=version.recorded_at)
+    session.info.setdefault("audited_consents", []).append(version.consent_id)
 
 
 @event.listens_for(Session, "after_commit")

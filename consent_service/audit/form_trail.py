@@ -12,6 +12,8 @@ the link's token, a name or a text.
 | answer form shown | ``consent-request.read``, ``ok`` |
 | "my consents" shown | ``patient.consents``, ``ok``, every consent and emergency access id |
 | a refusal answered | ``consent-request.refused``, ``ok``, in the answer's transaction |
+| the form shown after the right code | ``consent-request.read``, ``ok`` |
+| the fifth wrong code | ``consent-request.locked``, ``ok``, in the lock's transaction |
 | a grant or a withdrawal | ``consent.granted`` / ``consent.revoked``, by ``audit`` |
 | link tampered with, expired, naming no request | page's action, ``refused``, ``link``: why |
 | already answered, not active | the page's action, ``conflict`` |
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 
 ACTIONS = {
     "web.answer_form": "consent-request.read",
+    "web.check_code": "consent-request.read",
     "web.answer_submit": "consent-request.answer",
     "web.my_consents": "patient.consents",
     "web.withdraw": "consent.withdraw",

@@ -10,7 +10,7 @@ import click
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from consent_service.audit import cli as audit
-from consent_service.cli import clients, db, policies, relay
+from consent_service.cli import clients, db, mailer, policies, relay
 from consent_service.config import DEVELOPMENT_KEY_WARNINGS, DEVELOPMENT_KEYS_WARNED, load_settings
 from consent_service.db.migrate import upgrade
 
@@ -81,5 +81,6 @@ main.add_command(db.db)
 main.add_command(clients.clients)
 main.add_command(relay.relay)
 main.add_command(relay.expire)
+main.add_command(mailer.mailer)
 main.add_command(policies.policies)
 main.add_command(audit.audit_group)

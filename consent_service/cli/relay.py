@@ -14,6 +14,7 @@ from types import FrameType
 
 import click
 
+from consent_service.cli.mailer import start_in_background
 from consent_service.config import load_settings
 from consent_service.db.session import Database
 
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
     help="Port of /metrics and /healthz (default: CONSENT_RELAY_METRICS_PORT, 9102).",
 )
 def relay(metrics_host: str, metrics_port: int | None) -> None:
-    """Publish the outbox to Kafka and expire consents (runs until SIGTERM)."""
+    """Publish the outbox to Kafka, expire consents, send mail if configured (until SIGTERM)."""
     from consent_service.outbox.lease import lease_for
     from consent_service.outbox.publisher import KafkaPublisher
     from consent_service.outbox.relay import Relay, RelayOptions
@@ -65,11 +66,15 @@ def relay(metrics_host: str, metrics_port: int | None) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     options = RelayOptions(topic=settings.kafka_topic, topic_mode=settings.kafka_topic_mode)
+    mail_thread = start_in_background(settings, database, stop)
     try:
         Relay(database, publisher, lease_for(database), options=options, heartbeat=heartbeat).run(
             stop
         )
     finally:
+        stop.set()
+        if mail_thread is not None:
+            mail_thread.join()
         server.shutdown()
         database.dispose()
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -30,7 +31,9 @@ class ConsentRequest(Base):
 
     __tablename__ = "consent_requests"
     __table_args__ = (
-        CheckConstraint("status IN ('pending', 'granted', 'refused', 'expired')", name="status"),
+        CheckConstraint(
+            "status IN ('pending', 'granted', 'refused', 'expired', 'locked')", name="status"
+        ),
         CheckConstraint("language IN ('fr', 'en')", name="language"),
         CheckConstraint("valid_until IS NULL OR valid_for_days IS NULL", name="one_duration"),
         Index("ix_consent_requests_expiry", "status", "expires_at"),
@@ -59,6 +62,11 @@ class ConsentRequest(Base):
     text_version: Mapped[str | None] = mapped_column(String(32))
     text_language: Mapped[str | None] = mapped_column(String(2))
     text_sha256: Mapped[str | None] = mapped_column(String(64))
+    # A code handed to the patient by another channel (``services.verification``):
+    # its keyed hash, the wrong tries so far (5 lock the request), when it was checked.
+    verification_code_hash: Mapped[str | None] = mapped_column(String(64))
+    verification_failures: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    verification_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class PolicyText(Base):

@@ -31,6 +31,9 @@ class Answer:
     status: int
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
+    # Fields shown in this answer only: never stored for an Idempotency-Key
+    # replay (a secret shown once, such as a verification code).
+    shown_once: dict[str, Any] = field(default_factory=dict)
 
 
 def write(compute: Callable[[Session], Answer]) -> Response:
@@ -80,7 +83,8 @@ def write(compute: Callable[[Session], Answer]) -> Response:
 
 
 def _respond(answer: Answer) -> Response:
-    return json_response(answer.body, answer.status, answer.headers)
+    body = {**answer.body, **answer.shown_once} if answer.shown_once else answer.body
+    return json_response(body, answer.status, answer.headers)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

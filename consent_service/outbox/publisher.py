@@ -15,6 +15,7 @@ failed round can reach the broker later, behind the relay's back.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -212,7 +213,7 @@ class KafkaPublisher:
 
     def close(self, timeout: float) -> None:
         if self._producer is not None:
-            self._producer.close(timeout=timeout)
+            _close(self._producer, timeout, background=self._delivery_timeout_s + 5)
             self._producer = None
 
     def _connect(self) -> KafkaProducer:
@@ -228,8 +229,32 @@ class KafkaPublisher:
     def _reset(self) -> None:
         """Drop the producer and whatever it still buffers (see the module docstring)."""
         if self._producer is not None:
-            self._producer.close(timeout=0)
+            _close(self._producer, 0, background=self._delivery_timeout_s + 5)
             self._producer = None
+
+
+def _close(producer: KafkaProducer, timeout: float, *, background: float) -> None:
+    """Close ``producer`` within ``timeout``, never raising.
+
+    kafka-python's ``close`` flushes first and raises when records are still
+    in flight at the deadline, before it stops its sender thread. Those
+    records' rows are unmarked, so they are sent again; the producer is
+    closed on a thread of its own once its delivery timeout has failed them.
+    """
+    try:
+        producer.close(timeout=timeout)
+    except KafkaError as error:
+        log.warning("Kafka producer had records in flight at close (%r); closing it aside", error)
+        threading.Thread(
+            target=_close_aside, args=(producer, background), name="kafka-close", daemon=True
+        ).start()
+
+
+def _close_aside(producer: KafkaProducer, timeout: float) -> None:
+    try:
+        producer.close(timeout=timeout)
+    except KafkaError as error:
+        log.error("Kafka producer did not close within %.0f s: %r", timeout, error)
 
 
 def _outcome(future: Any) -> Outcome:

@@ -285,11 +285,15 @@ class Relay:
                 finally:
                     relay_metrics.ACTIVE.set(0)
         finally:
-            self.wakeup.close()
-            if self.publisher is not None:
-                self.publisher.close(self.options.close_timeout)
-            self.lease.release()
-            log.info("relay stopped")
+            try:
+                self.wakeup.close()
+                if self.publisher is not None:
+                    self.publisher.close(self.options.close_timeout)
+            finally:
+                # Whatever closing did: a lease kept by a stopped relay would
+                # leave every standby waiting for good.
+                self.lease.release()
+                log.info("relay stopped")
 
     def _lead(self, stop: threading.Event) -> None:
         backoff = Backoff(self.options.backoff_initial, self.options.backoff_max)

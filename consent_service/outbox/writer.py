@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from consent_service import metrics
@@ -38,14 +39,16 @@ __all__ = [
 
 SPEC_VERSION = "1.0"
 
+_events = cast(Table, OutboxEvent.__table__)
+
 
 def event_source(organization: str) -> str:
     return f"/organizations/{organization}"
 
 
-def add_event(session: Session, *, snapshot: dict[str, Any], now: datetime) -> OutboxEvent:
-    """Stage the CloudEvent announcing ``snapshot`` (a version's wire form)."""
-    event = add_typed_event(
+def add_event(session: Session, *, snapshot: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """Insert the CloudEvent announcing ``snapshot`` (a version's wire form); return its row."""
+    row = add_typed_event(
         session,
         event_type=f"consent.{snapshot['change']}",
         subject=snapshot["id"],
@@ -55,7 +58,7 @@ def add_event(session: Session, *, snapshot: dict[str, Any], now: datetime) -> O
         now=now,
     )
     metrics.CONSENT_CHANGES.labels(snapshot["change"]).inc()
-    return event
+    return row
 
 
 def add_typed_event(
@@ -67,26 +70,26 @@ def add_typed_event(
     organization: str,
     data: dict[str, Any],
     now: datetime,
-) -> OutboxEvent:
-    """Stage an event of ``event_type`` about ``subject`` (its Kafka key) at ``version``.
+) -> dict[str, Any]:
+    """Insert an event of ``event_type`` about ``subject`` (its Kafka key) at ``version``.
 
     ``subject`` is a consent's id, or an emergency access's: every event of
-    one subject goes to one partition, in order.
+    one subject goes to one partition, in order. Returns the row inserted.
     """
     shared().check(event_type, data)
-    event = OutboxEvent(
-        event_id=str(uuid.uuid4()),
-        organization=organization,
-        consent_id=subject,
-        consent_version=version,
-        type=event_type,
-        time=now,
-        payload=json.dumps(data, separators=(",", ":"), ensure_ascii=False),
-        created_at=now,
-        validated=True,
-    )
-    session.add(event)
-    return event
+    row = {
+        "event_id": str(uuid.uuid4()),
+        "organization": organization,
+        "consent_id": subject,
+        "consent_version": version,
+        "type": event_type,
+        "time": now,
+        "payload": json.dumps(data, separators=(",", ":"), ensure_ascii=False),
+        "created_at": now,
+        "validated": True,
+    }
+    session.execute(insert(_events), row)
+    return row
 
 
 def structured_cloudevent(event: OutboxEvent) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
+from urllib.parse import urlencode
 
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 
@@ -27,12 +28,17 @@ from consent_service.services.requests import MAX_EXPIRES_IN
 
 ANSWER = "answer-request"
 MANAGE = "manage-consents"
-PURPOSES = (ANSWER, MANAGE)
+# Proof, carried by the answer form, that the request's code was typed correctly.
+CODE_CHECKED = "code-checked"
+PURPOSES = (ANSWER, MANAGE, CODE_CHECKED)
 # A link to answer lives no longer than the longest request it may name (the
 # request's own deadline is checked against the database); a link to manage
 # one's consents can be fetched anew from GET /v1/consent-requests/{id}.
-MAX_AGE = {ANSWER: MAX_EXPIRES_IN, MANAGE: timedelta(days=90)}
+MAX_AGE = {ANSWER: MAX_EXPIRES_IN, MANAGE: timedelta(days=90), CODE_CHECKED: timedelta(hours=1)}
 MAX_TOKEN_LENGTH = 512
+# Where the form serves each purpose (``web.views``); used to build links
+# outside a request, as the mailer does, on ``CONSENT_PUBLIC_URL``.
+PATHS = {ANSWER: "/consent/request", MANAGE: "/consent/mine"}
 
 
 class LinkError(Exception):
@@ -59,6 +65,14 @@ def _serializer(keys: Sequence[str], purpose: str) -> URLSafeTimedSerializer:
 def sign(keys: Sequence[str], purpose: str, request_id: str) -> str:
     """A token naming ``request_id`` for ``purpose``, signed with the newest key."""
     return _serializer(keys, purpose).dumps({"r": request_id})
+
+
+def public_link(
+    public_url: str, keys: Sequence[str], purpose: str, request_id: str, language: str
+) -> str:
+    """The absolute, freshly signed link for ``purpose``, as the API's answers carry it."""
+    query = urlencode({"t": sign(keys, purpose, request_id), "lang": language})
+    return f"{public_url}{PATHS[purpose]}?{query}"
 
 
 def verify(keys: Sequence[str], purpose: str, token: str | None) -> str:

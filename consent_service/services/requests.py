@@ -6,7 +6,8 @@ concurrent submissions, the database lets exactly one through and the others
 change nothing. A grant records the consent exactly as the API would, with
 its version and event, in the same transaction as the request's new status.
 
-The service stores no patient contact data: the caller delivers the link.
+The caller delivers the link, or has it mailed (``mail.queue``): no contact
+data ever lands on these rows.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from consent_service.db.models import Consent
 from consent_service.db.request_models import ConsentRequest, PolicyText
+from consent_service.mail.queue import queue_confirmation
 from consent_service.services.consents import Actor, grant_consent, list_consents, revoke_consent
 from consent_service.services.errors import NotFound
 from consent_service.timefmt import format_instant
@@ -40,7 +42,8 @@ DEFAULT_LANGUAGE = LANGUAGES[0]
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What an answer did: ``granted``, ``refused``, ``expired`` or ``already-answered``."""
+    """What an answer did: ``granted``, ``refused``, ``expired``, ``already-answered``,
+    ``locked``, or ``code-required`` (the request has a code the form did not check)."""
 
     kind: str
     request: ConsentRequest
@@ -116,9 +119,19 @@ def effective_status(consent_request: ConsentRequest, now: datetime) -> str:
 
 
 def answer_request(
-    session: Session, *, request_id: str, grant: bool, text: PolicyText, now: datetime
+    session: Session,
+    *,
+    request_id: str,
+    grant: bool,
+    text: PolicyText,
+    now: datetime,
+    code_checked: bool = False,
 ) -> Outcome:
-    """Grant or refuse a pending request, at most once."""
+    """Grant or refuse a pending request, at most once; queue the confirmation if mailed.
+
+    ``code_checked``: the form verified the request's second-channel code;
+    a request that has one cannot be answered without it.
+    """
     new_status = "granted" if grant else "refused"
     moved = session.execute(
         update(ConsentRequest)
@@ -126,10 +139,12 @@ def answer_request(
             ConsentRequest.id == request_id,
             ConsentRequest.status == "pending",
             ConsentRequest.expires_at > now,
+            *(() if code_checked else (ConsentRequest.verification_code_hash.is_(None),)),
         )
         .values(
             status=new_status,
             answered_at=now,
+            verification_checked_at=now if code_checked else None,
             text_version=text.version,
             text_language=text.language,
             text_sha256=text.sha256,
@@ -140,11 +155,17 @@ def answer_request(
     if consent_request is None:
         raise NotFound("No such consent request.")
     if moved.rowcount != 1:  # type: ignore[attr-defined]
+        if consent_request.status == "locked":
+            return Outcome("locked", consent_request)
+        still_open = effective_status(consent_request, now) == "pending"
+        if still_open and consent_request.verification_code_hash:
+            return Outcome("code-required", consent_request)
         if effective_status(consent_request, now) == "expired":
             _mark_expired(session, [request_id], now)
             session.refresh(consent_request)
             return Outcome("expired", consent_request)
         return Outcome("already-answered", consent_request)
+    queue_confirmation(session, request_id=request_id, now=now)
     if not grant:
         return Outcome("refused", consent_request)
     consent = grant_consent(
@@ -159,7 +180,7 @@ def answer_request(
         valid_until=consent_validity_end(consent_request, now),
         collection={
             "method": "web-form",
-            "evidence_ref": evidence_ref(consent_request.id, now, text),
+            "evidence_ref": evidence_ref(consent_request.id, now, text, code_checked),
             "policy_version": f"{text.version}/{text.language}",
         },
         now=now,
@@ -176,15 +197,18 @@ def consent_validity_end(consent_request: ConsentRequest, answered_at: datetime)
     return consent_request.valid_until
 
 
-def evidence_ref(request_id: str, answered_at: datetime, text: PolicyText) -> str:
-    """Proof of a web-form grant: which request, when, and exactly which text.
+def evidence_ref(
+    request_id: str, answered_at: datetime, text: PolicyText, code_checked: bool = False
+) -> str:
+    """Proof of a web-form grant: which request, when, exactly which text, code checked.
 
-    At most 196 characters (the column holds 256); no IP address, no user
+    At most 224 characters (the column holds 256); no IP address, no user
     agent: nothing about the patient's device is kept.
     """
     return (
         f"consent-request:{request_id};answered-at:{format_instant(answered_at)};"
         f"text:{text.version}/{text.language};sha256:{text.sha256}"
+        + (";second-channel-code:checked" if code_checked else "")
     )
 
 

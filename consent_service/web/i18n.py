@@ -171,6 +171,26 @@ MESSAGES: dict[str, dict[str, str]] = {
             "Le délai pour utiliser ce lien est dépassé. Rien n'a été enregistré."
         ),
         "error_expired_next": "Demandez un nouveau lien au cabinet qui vous l'a envoyé.",
+        "code_title": "Code de vérification",
+        "code_intro": (
+            "Le cabinet vous a remis un code à 6 chiffres, en main propre ou par SMS. "
+            "Saisissez-le pour voir la demande."
+        ),
+        "code_label": "Code à 6 chiffres",
+        "code_button": "Continuer",
+        "code_wrong": "Ce code n'est pas le bon. Essais restants : {left}.",
+        "error_locked_title": "Demande bloquée",
+        "error_locked_body": (
+            "Trop de codes erronés : cette demande est bloquée. Rien n'a été enregistré."
+        ),
+        "error_locked_next": "Demandez une nouvelle demande au cabinet.",
+        "error_code-required_title": "Code de vérification requis",
+        "error_code-required_body": (
+            "Cette demande ne peut être validée qu'après la saisie du code."
+        ),
+        "error_code-required_next": (
+            "Rouvrez le lien reçu et saisissez le code remis par le cabinet."
+        ),
         "error_answered_title": "Vous avez déjà répondu",
         "error_answered_body": (
             "Votre réponse à cette demande est déjà enregistrée ({answer}). Ce lien ne sert "
@@ -312,6 +332,24 @@ MESSAGES: dict[str, dict[str, str]] = {
         "error_expired_title": "This link has expired",
         "error_expired_body": "The time to use this link is over. Nothing was recorded.",
         "error_expired_next": "Ask the practice that sent it for a new link.",
+        "code_title": "Verification code",
+        "code_intro": (
+            "The practice gave you a 6-digit code, in person or by text message. "
+            "Type it to see the request."
+        ),
+        "code_label": "6-digit code",
+        "code_button": "Continue",
+        "code_wrong": "That is not the right code. Tries left: {left}.",
+        "error_locked_title": "Request locked",
+        "error_locked_body": "Too many wrong codes: this request is locked. Nothing was recorded.",
+        "error_locked_next": "Ask the practice for a new request.",
+        "error_code-required_title": "Verification code required",
+        "error_code-required_body": (
+            "This request can only be answered once its code has been typed."
+        ),
+        "error_code-required_next": (
+            "Open the link you received again and type the code from the practice."
+        ),
         "error_answered_title": "You have already answered",
         "error_answered_body": (
             "Your answer to this request is already recorded ({answer}). This link works only "

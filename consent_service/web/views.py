@@ -40,7 +40,7 @@ from consent_service.services import requests as service
 from consent_service.services.emergency import list_emergency_accesses, wire
 from consent_service.services.errors import Conflict, NotFound
 from consent_service.timefmt import utcnow
-from consent_service.web import i18n
+from consent_service.web import code_check, i18n
 from consent_service.web.csrf import csrf_is_valid, csrf_token, set_csrf_cookie
 from consent_service.web.receipts_text import withdrawal_texts
 
@@ -105,16 +105,57 @@ def answer_form() -> Response:
         consent_request = _find(session, request_id)
         g.lang = _language(consent_request.language)
         _ensure_pending(consent_request, now)
+        if consent_request.verification_code_hash:
+            return _code_page(token, None)
         text = policies.current_policy_text(session, language=g.lang)
+    return _show_form(consent_request, text, token, None)
+
+
+@blp.post("/request/code")
+def check_code() -> Response:
+    """The second-channel code: a right one shows the form, the fifth wrong one locks."""
+    g.lang = _language()
+    _require_csrf()
+    token = request.form.get("t")
+    request_id = _verified(links.ANSWER, token)
+    audit_trail.note(consent_request_id=request_id)
+    try:
+        result = code_check.check(
+            state().database, _keys(), request_id, request.form.get("code", ""), utcnow()
+        )
+    except NotFound:
+        raise PatientError("unknown", 404, audit_outcome=audit_trail.REFUSED) from None
+    if result.kind == "locked":
+        raise PatientError("locked", 403)
+    if result.kind == "wrong":
+        return _code_page(token, result.tries_left, status=400)
+    with state().database.reading() as session:
+        consent_request = _find(session, request_id)
+        g.lang = _language(consent_request.language)
+        _ensure_pending(consent_request, utcnow())
+        text = policies.current_policy_text(session, language=g.lang)
+    return _show_form(consent_request, text, token, code_check.proof(_keys(), request_id))
+
+
+def _code_page(token: str | None, tries_left: int | None, status: int = 200) -> Response:
+    """Asks for the code, and shows nothing of the request."""
+    csrf = csrf_token(_keys())
+    return _page("code.html", status, token=token, csrf=csrf, tries_left=tries_left)
+
+
+def _show_form(
+    consent_request: ConsentRequest, text: Any, token: str | None, code_proof: str | None
+) -> Response:
     _record_read()
     return _page(
         "form.html",
         200,
-        switch_url=_switch_url(),
+        switch_url=None if code_proof else _switch_url(),
         req=consent_request,
         text=text,
         paragraphs=[part.strip() for part in text.body.split("\n\n") if part.strip()],
         token=token,
+        code_proof=code_proof,
         csrf=csrf_token(_keys()),
         deadline=i18n.format_moment(g.lang, consent_request.expires_at),
         duration=_duration(consent_request),
@@ -145,7 +186,12 @@ def answer_submit() -> Response:
             raise PatientError("bad_form", 400) from None
         try:
             outcome = service.answer_request(
-                session, request_id=request_id, grant=answer == "grant", text=text, now=now
+                session,
+                request_id=request_id,
+                grant=answer == "grant",
+                text=text,
+                now=now,
+                code_checked=code_check.proven(_keys(), request_id, request.form.get("v")),
             )
         except NotFound:
             raise PatientError("unknown", 404, audit_outcome=audit_trail.REFUSED) from None
@@ -157,6 +203,8 @@ def answer_submit() -> Response:
         raise PatientError("expired", 410, audit_outcome=audit_trail.REFUSED)
     if outcome.kind == "already-answered":
         raise _already_answered(consent_request, now)
+    if outcome.kind in ("code-required", "locked"):
+        raise PatientError(outcome.kind, 403, audit_outcome=audit_trail.REFUSED)
     log.info("consent request %s answered: %s", consent_request.id, outcome.kind)
     return _page(
         "answered.html",
@@ -388,8 +436,9 @@ def _record_read(**ids: Any) -> None:
 
 def _ensure_pending(consent_request: ConsentRequest, now: datetime) -> None:
     status = service.effective_status(consent_request, now)
-    if status == "expired":
-        raise PatientError("expired", 410, audit_outcome=audit_trail.REFUSED)
+    if status in ("expired", "locked"):
+        code = 410 if status == "expired" else 403
+        raise PatientError(status, code, audit_outcome=audit_trail.REFUSED)
     if status != "pending":
         raise _already_answered(consent_request, now)
 

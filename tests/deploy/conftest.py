@@ -66,6 +66,7 @@ def pod_environment(
         "CONSENT_DATABASE_URL": "postgresql+psycopg://consent:secret@pg.internal:5432/consent",
         "CONSENT_KAFKA_SASL_USERNAME": "consent-relay",
         "CONSENT_KAFKA_SASL_PASSWORD": "not-a-real-password",
+        "CONSENT_SMTP_URL": "smtp+starttls://mailer:not-a-real-password@smtp.internal:587",
     }
     for variable in container.get("env", []):
         name = variable["name"]
@@ -75,6 +76,8 @@ def pod_environment(
             env[name] = stand_ins.get(name, f"{name.lower()}-stand-in-0123456789abcdef")
     if "CONSENT_KAFKA_SSL_CAFILE" in env:
         env["CONSENT_KAFKA_SSL_CAFILE"] = str(ca_file)  # mounted from the CA Secret in a pod
+    if "CONSENT_SMTP_CA_FILE" in env:
+        env["CONSENT_SMTP_CA_FILE"] = str(ca_file)
     return env
 
 

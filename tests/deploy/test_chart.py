@@ -41,6 +41,7 @@ SECRET_ENV = {
     "CONSENT_AUDIT_KEYS",
     "CONSENT_KAFKA_SASL_USERNAME",
     "CONSENT_KAFKA_SASL_PASSWORD",
+    "CONSENT_SMTP_URL",
 }
 # Kubernetes ships no schema for the Prometheus operator's CRD.
 CRD_GROUPS = ("monitoring.coreos.com/",)
@@ -55,11 +56,22 @@ NO_RELAY = {
 }
 
 
+MAIL = {
+    "mail": {
+        "existingSecret": "consent-service-smtp",
+        "from": "Cabinet du Parc <noreply@cabinet.example.org>",
+        "tls": {"caSecret": "smtp-ca"},
+    },
+    "networkPolicy": {"smtp": {"to": [{"ipBlock": {"cidr": "10.40.0.0/24"}}], "ports": [587]}},
+}
+
+
 def scenarios() -> dict[str, dict[str, Any]]:
     production = values_file("values-production.yaml")
     return {
         "default": {},
         "production": production,
+        "production-with-mail": merged(production, MAIL),
         "production-with-cronjob": merged(production, {"expiry": {"cronJob": {"enabled": True}}}),
         "no-relay": NO_RELAY,
     }
@@ -225,6 +237,34 @@ def test_secrets_each_workload_gets(production: dict[str, Any], chart: helm.Char
     }
 
 
+def test_mail_reaches_the_relay_alone(chart: helm.Chart) -> None:
+    """The relay sends (server, keys, CA, SMTP egress); the API only learns mail is on."""
+    objects = render(chart, SCENARIOS["production-with-mail"])
+    env = {
+        name: {v["name"]: v for c in spec["containers"] for v in c.get("env", [])}
+        for name, spec in pod_specs(objects)
+    }
+    relay, api = env[f"{FULLNAME}-relay"], env[f"{FULLNAME}-api"]
+    smtp_ref = {"name": "consent-service-smtp", "key": "smtp-url"}
+    assert relay["CONSENT_SMTP_URL"]["valueFrom"]["secretKeyRef"] == smtp_ref
+    assert api["CONSENT_SMTP_URL"]["valueFrom"]["secretKeyRef"] == smtp_ref
+    assert "CONSENT_SECRET_KEYS" in relay and "CONSENT_SMTP_CA_FILE" not in api
+    assert relay["CONSENT_SMTP_CA_FILE"]["value"] == "/etc/consent-service/smtp-ca/ca.crt"
+    for name, variables in env.items():
+        if name not in (f"{FULLNAME}-relay", f"{FULLNAME}-api"):
+            assert "CONSENT_SMTP_URL" not in variables, name
+    data = one(objects, "ConfigMap", FULLNAME)["data"]
+    assert data["CONSENT_MAIL_FROM"] == "Cabinet du Parc <noreply@cabinet.example.org>"
+    policies = _rules_by_policy(objects)
+    relay_egress = {frozenset(_ports(r)): r.get("to") for r in policies["relay"]["egress"]}
+    assert relay_egress[frozenset({("TCP", 587)})] == [{"ipBlock": {"cidr": "10.40.0.0/24"}}]
+    for name in ("api", "jobs"):
+        assert {("TCP", 587)} not in [_ports(r) for r in policies[name]["egress"]], name
+    # Off by default: no SMTP anywhere.
+    default = render(chart)
+    assert "CONSENT_SMTP_URL" not in repr(default) and "CONSENT_MAIL_FROM" not in repr(default)
+
+
 def test_api_probes_and_graceful_stop(chart: helm.Chart) -> None:
     deployment = one(render(chart), "Deployment", f"{FULLNAME}-api")
     spec = deployment["spec"]["template"]["spec"]
@@ -371,6 +411,15 @@ def test_selectors_find_their_pods(scenario: list[dict[str, Any]]) -> None:
             "config.publicUrl: required when the first ingress host is a wildcard",
         ),
         ({"relay": {"enabled": False}}, "expiry.cronJob.enabled: must be true"),
+        ({"mail": {"existingSecret": "smtp"}}, "mail.from: required"),
+        (
+            {"mail": {"existingSecret": "smtp", "from": "noreply@example.org"}},
+            "config.publicUrl: required when mail.existingSecret is set",
+        ),
+        (
+            merged(NO_RELAY, {"mail": {"existingSecret": "smtp", "from": "noreply@example.org"}}),
+            "relay.enabled: must be true when mail.existingSecret is set",
+        ),
         (
             {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
             "autoscaling.minReplicas: must not exceed",

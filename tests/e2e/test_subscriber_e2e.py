@@ -189,15 +189,9 @@ def _subscriber(service: Service, store: Store | str, **options: Any) -> Subscri
 
 
 def _eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except ConsentViewUnavailable:
-            pass
-        assert time.monotonic() < deadline, "the subscriber never reflected the change"
-        time.sleep(0.02)
+    wait_until(
+        check, timeout, "the subscriber to reflect the change", 0.02, (ConsentViewUnavailable,)
+    )
 
 
 def _same_answer(view: ConsentView, service: Service, patient: str, category: str) -> bool:

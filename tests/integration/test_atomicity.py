@@ -29,29 +29,18 @@ class InjectedFault(RuntimeError):
     pass
 
 
-def raise_error(**_: Any) -> OutboxEvent:
+def raise_error(**_: Any) -> dict[str, Any]:
     raise InjectedFault("injected after the version insert")
 
 
-def duplicate_event_id(session: Session, *, snapshot: dict[str, Any], now: Any) -> OutboxEvent:
-    """Stage the real event twice under one event id: the database refuses it at flush."""
-    event = writer.add_event(session, snapshot=snapshot, now=now)
-    session.flush()
-    twin = OutboxEvent(
-        event_id=event.event_id,
-        organization=event.organization,
-        consent_id=event.consent_id,
-        consent_version=event.consent_version,
-        type=event.type,
-        time=event.time,
-        payload=event.payload,
-        created_at=event.created_at,
-    )
-    session.add(twin)
-    return twin
+def duplicate_event_id(session: Session, *, snapshot: dict[str, Any], now: Any) -> dict[str, Any]:
+    """Stage the real event twice under one event id: the database refuses the second."""
+    row = writer.add_event(session, snapshot=snapshot, now=now)
+    session.add(OutboxEvent(**row))
+    return row
 
 
-FAULTS: dict[str, Callable[..., OutboxEvent]] = {
+FAULTS: dict[str, Callable[..., dict[str, Any]]] = {
     "python-error": raise_error,
     "database-error": duplicate_event_id,
 }
@@ -124,7 +113,7 @@ def test_failed_revoke_all_revokes_none(
     before = row_counts(database)
     staged = []
 
-    def fail_on_third(session: Session, *, snapshot: dict[str, Any], now: Any) -> OutboxEvent:
+    def fail_on_third(session: Session, *, snapshot: dict[str, Any], now: Any) -> dict[str, Any]:
         staged.append(snapshot["id"])
         if len(staged) == 3:
             raise InjectedFault("third")

@@ -12,7 +12,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from consent_events import ConsentView, ConsentViewUnavailable
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from tests.support.broker import free_port, running_broker, wait_for_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -205,15 +205,7 @@ def subscribers(service: Service) -> dict[str, dict[str, Any]]:
 
 
 def eventually(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except (ConsentViewUnavailable, sqlite3.OperationalError):
-            pass
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
+    wait_until(check, timeout, what, ignoring=(ConsentViewUnavailable, sqlite3.OperationalError))
 
 
 def revoke_client(service: Service, kit: Kit) -> None:

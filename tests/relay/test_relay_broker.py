@@ -31,6 +31,7 @@ from consent_service.config import Settings
 from consent_service.db.models import ConsentVersion, OutboxEvent
 from consent_service.db.session import Database
 from consent_service.outbox import relay_metrics
+from consent_service.outbox.envelope import Message
 from consent_service.outbox.lease import lease_for
 from consent_service.outbox.publisher import KafkaPublisher
 from consent_service.outbox.relay import Relay, RelayOptions
@@ -544,3 +545,36 @@ def test_expiry_racing_a_revoke_exactly_one_wins(
         assert final[(consent_id, 2)] == expected
     records = consume_all(broker, topic, writes)
     assert_in_order(check_records(records), dict.fromkeys(consents, 2))
+
+
+# Shutdown -------------------------------------------------------------------
+
+
+def test_closing_with_records_in_flight_neither_raises_nor_hangs(
+    broker: BrokerBehindProxy, proxy: Proxy, topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """kafka-python's close raises when a flush misses its deadline; ours must not."""
+    settings = Settings(
+        database_url="sqlite://",
+        kafka_bootstrap_servers=(broker.bootstrap,),
+        kafka_topic=topic,
+        kafka_partitions=3,
+        kafka_replication=1,
+        secret_keys=TEST_SECRET_KEYS,
+    )
+    publisher = KafkaPublisher(settings, delivery_timeout_s=2.0)
+    publisher.ensure_topic(topic)
+    first = Message(topic=topic, key=b"consent-1", value=b"{}", headers=())
+    assert publisher.publish([first])[0].acknowledged
+    proxy.stall()
+    publisher._connect().send(topic, key=b"consent-2", value=b"{}")  # in flight, not flushed
+    started = time.monotonic()
+    publisher.close(0.2)
+    assert time.monotonic() - started < 5
+    assert "records in flight at close" in caplog.text
+    proxy.restore()
+    wait_until(
+        lambda: not any(thread.name == "kafka-close" for thread in threading.enumerate()),
+        30,
+        "the producer to finish closing aside",
+    )

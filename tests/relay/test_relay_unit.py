@@ -27,6 +27,7 @@ from consent_service.services.expiry import expire_due
 from consent_service.services.requests import create_request
 from consent_service.timefmt import utcnow
 from tests.relay.conftest import Writes, assert_in_order, check_records
+from tests.support.waiting import wait_until
 
 TOPIC = "consent.events"
 
@@ -321,16 +322,42 @@ def test_run_stops_on_signal_and_closes_the_publisher(database: Database, writes
     loop = threading.Thread(target=relay.run, args=(stop,))
     loop.start()
     writes.grant()
-    for _ in range(200):
-        if publisher.sent:
-            break
-        threading.Event().wait(0.01)
+    wait_until(lambda: bool(publisher.sent), 30, "the event to be published")
     stop.set()
     loop.join(timeout=5)
     assert not loop.is_alive()
     assert publisher.closed and len(publisher.sent) == 1
     assert relay.lease.try_acquire()  # released on the way out
     relay.lease.release()
+
+
+class FailingClosePublisher(InMemoryPublisher):
+    """A publisher whose ``close`` raises: a broker client failing at shutdown."""
+
+    def close(self, timeout: float) -> None:
+        raise RuntimeError("close failed")
+
+
+def test_a_failing_close_still_frees_the_lease(database: Database) -> None:
+    relay = make_relay(database, FailingClosePublisher(), idle_sleep=0.01)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            relay.run(stop)
+        except RuntimeError as error:
+            failures.append(error)
+
+    loop = threading.Thread(target=run)
+    loop.start()
+    wait_until(relay.lease.is_held, 10, "the relay to take the lease")
+    stop.set()
+    loop.join(timeout=10)
+    assert not loop.is_alive() and len(failures) == 1
+    standby = lease_for(database)
+    assert standby.try_acquire(), "a stopped relay kept the lease"
+    standby.release()
 
 
 def test_metrics_endpoint(database: Database, writes: Writes) -> None:

@@ -14,15 +14,24 @@ T = TypeVar("T")
 
 
 def wait_until(
-    predicate: Callable[[], T], timeout: float = 10.0, what: str = "", interval: float = 0.05
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    what: str = "",
+    interval: float = 0.05,
+    ignoring: tuple[type[BaseException], ...] = (),
 ) -> T:
     """Poll ``predicate`` until it returns a truthy value, and return that value.
 
-    Raises AssertionError naming ``what`` when ``timeout`` seconds pass first.
+    Exceptions of the ``ignoring`` types count as "not yet" (a view still
+    opening, a store locked for a moment). Raises AssertionError naming
+    ``what`` when ``timeout`` seconds pass first.
     """
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()
+        try:
+            value = predicate()
+        except ignoring:
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:

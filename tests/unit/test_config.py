@@ -134,3 +134,49 @@ def test_plain_http_key_sources_are_allowed_on_loopback_only() -> None:
     ).oidc
     assert oidc is not None
     assert oidc.jwks_url == "http://localhost:8080/jwks"
+
+
+MAIL = {
+    "CONSENT_SMTP_URL": "smtp+starttls://mailer:p%40ss@smtp.example:587",
+    "CONSENT_MAIL_FROM": "Cabinet du Parc <noreply@cabinet.example>",
+    "CONSENT_PUBLIC_URL": "https://consent.example",
+}
+
+
+def test_mail_is_off_unless_an_smtp_url_is_set() -> None:
+    assert not from_env().mail_configured
+    settings = from_env(**MAIL)
+    assert settings.mail_configured
+    assert settings.mail_from == "Cabinet du Parc <noreply@cabinet.example>"
+    assert settings.mail_keys == (KEY,), "addresses are sealed under the signing keys by default"
+    assert "p%40ss" not in repr(settings)
+    dedicated = from_env(**MAIL, CONSENT_MAIL_KEYS=f"{'m' * 32},{'n' * 32}")
+    assert dedicated.mail_keys == ("m" * 32, "n" * 32)
+
+
+@pytest.mark.parametrize(
+    ("variable", "overrides"),
+    [
+        ("CONSENT_SMTP_URL", {"CONSENT_SMTP_URL": "http://smtp.example"}),
+        ("CONSENT_SMTP_URL", {"CONSENT_SMTP_URL": "smtp://user@smtp.example"}),
+        ("CONSENT_SMTP_URL", {"CONSENT_SMTP_URL": "smtps://smtp.example:99999"}),
+        ("CONSENT_MAIL_FROM", {"CONSENT_MAIL_FROM": ""}),
+        ("CONSENT_MAIL_FROM", {"CONSENT_MAIL_FROM": "a@example.org, b@example.org"}),
+        ("CONSENT_MAIL_FROM", {"CONSENT_MAIL_FROM": "noreply@example.org\r\nBcc: x@y.org"}),
+        ("CONSENT_PUBLIC_URL", {"CONSENT_PUBLIC_URL": ""}),
+        ("CONSENT_MAIL_KEYS", {"CONSENT_MAIL_KEYS": "short"}),
+        ("CONSENT_SMTP_CA_FILE", {"CONSENT_SMTP_CA_FILE": "/no/such/ca.pem"}),
+    ],
+)
+def test_bad_mail_settings_name_their_variable(variable: str, overrides: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as raised:
+        from_env(**{**MAIL, **overrides})
+    message = str(raised.value)
+    assert message.startswith(f"{variable}:") and "\n" not in message
+    assert "p%40ss" not in message and "p@ss" not in message
+
+
+def test_mail_needs_keys_shared_by_every_process() -> None:
+    with pytest.raises(ConfigError, match=r"^CONSENT_SECRET_KEYS: required with CONSENT_SMTP_URL"):
+        Settings.from_env(MAIL)
+    assert Settings.from_env({**MAIL, "CONSENT_MAIL_KEYS": "m" * 32}).mail_keys == ("m" * 32,)

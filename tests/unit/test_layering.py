@@ -26,6 +26,7 @@ FLASK_FREE = (
     "consent_service.audit.writer",
     "consent_service.config",
     "consent_service.identity",
+    "consent_service.mail",
 )
 # What is written in the change's transaction; it must not lean on the broker's module.
 LOG_SIDE = (

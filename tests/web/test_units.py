@@ -43,6 +43,6 @@ def test_dates_in_paris_time_and_plain_words() -> None:
 
 def test_evidence_fits_its_column_at_the_longest() -> None:
     text = PolicyText(version="v" * 32, language="fr", sha256="f" * 64)
-    reference = evidence_ref(str(uuid.uuid4()), datetime.now(UTC), text)
+    reference = evidence_ref(str(uuid.uuid4()), datetime.now(UTC), text, code_checked=True)
     assert len(reference) <= 256
     assert "192.168" not in reference and "Mozilla" not in reference

@@ -131,6 +131,20 @@ only the relay gets) would stop the API and the jobs.
 {{- end }}
 {{- end }}
 
+{{/*
+CONSENT_SMTP_URL from the mail Secret: the API needs it to accept `delivery`,
+the relay to send. Empty when mail is off.
+*/}}
+{{- define "consent-service.smtpUrlEnv" -}}
+{{- if .Values.mail.existingSecret }}
+- name: CONSENT_SMTP_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.mail.existingSecret | quote }}
+      key: {{ .Values.mail.urlKey | quote }}
+{{- end }}
+{{- end }}
+
 {{/* Settings no values combination may break; checked once, by the ConfigMap. */}}
 {{- define "consent-service.validate" -}}
 {{- if and .Values.kafka.sasl.mechanism (not .Values.kafka.sasl.existingSecret) }}
@@ -153,6 +167,15 @@ only the relay gets) would stop the API and the jobs.
 {{- end }}
 {{- if and .Values.ingress.enabled (not .Values.config.publicUrl) .Values.ingress.hosts (hasPrefix "*" (first .Values.ingress.hosts).host) }}
 {{- fail "config.publicUrl: required when the first ingress host is a wildcard (patient links need a real host)" }}
+{{- end }}
+{{- if and .Values.mail.existingSecret (not .Values.mail.from) }}
+{{- fail "mail.from: required when mail.existingSecret is set (the sender of mail to patients)" }}
+{{- end }}
+{{- if and .Values.mail.existingSecret (not .Values.relay.enabled) }}
+{{- fail "relay.enabled: must be true when mail.existingSecret is set, or no mail is ever sent" }}
+{{- end }}
+{{- if and .Values.mail.existingSecret (not (include "consent-service.publicUrl" .)) }}
+{{- fail "config.publicUrl: required when mail.existingSecret is set (links in mail), unless the ingress gives one" }}
 {{- end }}
 {{- if and .Values.ingress.enabled (not .Values.ingress.tls) }}
 {{- fail "ingress.tls: required when the ingress is enabled (health data never travels in clear text)" }}
