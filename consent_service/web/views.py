@@ -40,7 +40,7 @@ from consent_service.services import requests as service
 from consent_service.services.emergency import list_emergency_accesses, wire
 from consent_service.services.errors import Conflict, NotFound
 from consent_service.timefmt import utcnow
-from consent_service.web import code_check, i18n
+from consent_service.web import code_check, i18n, presenting
 from consent_service.web.csrf import csrf_is_valid, csrf_token, set_csrf_cookie
 from consent_service.web.receipts_text import withdrawal_texts
 
@@ -158,9 +158,9 @@ def _show_form(
         code_proof=code_proof,
         csrf=csrf_token(_keys()),
         deadline=i18n.format_moment(g.lang, consent_request.expires_at),
-        duration=_duration(consent_request),
-        categories=_words(i18n.category_words, consent_request.categories),
-        purposes=_words(i18n.purpose_words, consent_request.purposes),
+        duration=presenting.duration(g.lang, consent_request),
+        categories=presenting.words(g.lang, i18n.category_words, consent_request.categories),
+        purposes=presenting.words(g.lang, i18n.purpose_words, consent_request.purposes),
     )
 
 
@@ -258,9 +258,11 @@ def my_consents() -> Response:
         req=consent_request,
         token=token,
         csrf=csrf_token(_keys()) if consents else None,
-        items=[_consent_view(consent, names) for consent in consents],
+        items=[presenting.consent_view(g.lang, consent, names) for consent in consents],
         receipts=receipts,
-        emergencies=[_emergency_view(wire(access, now), names) for access in accesses],
+        emergencies=[
+            presenting.emergency_view(g.lang, wire(access, now), names) for access in accesses
+        ],
     )
 
 
@@ -300,7 +302,12 @@ def withdraw() -> Response:
         outcome = audit_trail.NOT_FOUND
         raise PatientError("unknown", 404, back_url=back_url, audit_outcome=outcome) from None
     log.info("consent %s withdrawn by the patient", consent_id)
-    return _page("withdrawn.html", 200, item=_consent_view(revoked, names), back_url=back_url)
+    return _page(
+        "withdrawn.html",
+        200,
+        item=presenting.consent_view(g.lang, revoked, names),
+        back_url=back_url,
+    )
 
 
 @blp.route("/<path:_unknown>", methods=["GET", "POST"])
@@ -466,62 +473,3 @@ def _already_answered(consent_request: ConsentRequest, now: datetime) -> Patient
 def _manage_url(consent_request: ConsentRequest) -> str:
     token = links.sign(_keys(), links.MANAGE, consent_request.id)
     return url_for("web.my_consents", t=token, lang=g.lang)
-
-
-def _duration(consent_request: ConsentRequest) -> str:
-    t = i18n.translator(g.lang)
-    if consent_request.valid_for_days is not None:
-        return t("for_days", days=str(consent_request.valid_for_days))
-    if consent_request.valid_until is not None:
-        return t("until_date", date=i18n.format_date(g.lang, consent_request.valid_until))
-    return t("no_end")
-
-
-def _words(lookup: Any, words: Sequence[str]) -> list[tuple[str, str | None]]:
-    return [lookup(g.lang, word) for word in words]
-
-
-def _consent_view(
-    consent: dict[str, Any], names: dict[str, tuple[str, str | None]]
-) -> dict[str, Any]:
-    """What the "my consents" page shows of one consent, in the patient's words."""
-    t = i18n.translator(g.lang)
-    name, profession = names.get(consent["practitioner_id"], (consent["practitioner_id"], None))
-    start = i18n.format_date(g.lang, _instant(consent["valid_from"]))
-    if consent["valid_until"]:
-        end = i18n.format_date(g.lang, _instant(consent["valid_until"]))
-        period = t("period_bounded", start=start, end=end)
-    else:
-        period = t("period_open", start=start)
-    return {
-        "id": consent["id"],
-        "practitioner": name,
-        "profession": profession,
-        "categories": _words(i18n.category_words, consent["categories"]),
-        "purposes": _words(i18n.purpose_words, consent["purposes"]),
-        "period": period,
-        "status": consent["status"],
-        "is_refusal": consent["decision"] == "deny",
-        "can_withdraw": consent["status"] == "active" and consent["decision"] == "permit",
-    }
-
-
-def _emergency_view(
-    access: dict[str, Any], names: dict[str, tuple[str, str | None]]
-) -> dict[str, Any]:
-    """What the "my consents" page shows of one emergency access: who, when, why, how long."""
-    name, profession = names.get(access["practitioner_id"], (access["practitioner_id"], None))
-    until = access["closed_at"] or access["expires_at"]
-    return {
-        "id": access["id"],
-        "practitioner": name,
-        "profession": profession,
-        "opened": i18n.format_moment(g.lang, _instant(access["opened_at"])),
-        "until": i18n.format_moment(g.lang, _instant(until)),
-        "justification": access["justification"],
-        "status": access["status"],
-    }
-
-
-def _instant(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
