@@ -29,8 +29,22 @@ def test_no_serious_or_critical_violations(
         shot(page, f"30-axe-{label}-{state}")
 
     try:
-        status, french = api(base, "POST", "/v1/consent-requests", auth, request_body())
+        status, coded = api(
+            base, "POST", "/v1/consent-requests", auth, request_body(verification="code")
+        )
+        assert status == 201, coded
+        page.goto(coded["form_url"])
+        scan("code-fr")
+        body = request_body()
+        status, french = api(base, "POST", "/v1/consent-requests", auth, body)
         assert status == 201, french
+        emergency = {
+            "patient_id": body["patient_id"],
+            "practitioner_id": body["practitioner_id"],
+            "justification": "Patient unconscious in the emergency room at night.",
+        }
+        status, opened = api(base, "POST", "/v1/emergency-access", auth, emergency)
+        assert status == 201, opened
         page.goto(french["form_url"])
         scan("form-fr")
         page.get_by_role("link", name="English").click()
@@ -38,6 +52,7 @@ def test_no_serious_or_critical_violations(
         page.get_by_role("button", name="I agree").click()
         scan("granted-en")
         page.get_by_role("link", name="See or withdraw my consents").click()
+        expect(page.get_by_text(emergency["justification"])).to_be_visible()
         scan("my-consents-en")
         page.get_by_role("button", name="Withdraw this consent").click()
         scan("withdrawn-en")
