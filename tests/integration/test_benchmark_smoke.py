@@ -62,3 +62,33 @@ def test_quick_benchmark_prints_the_table(tmp_path: Path) -> None:
             assert scaling == ["—"]
         else:
             assert float(scaling[0]) > 0 and scaling[1] in ("ok", "MISS")
+
+
+@pytest.mark.slow
+def test_guarantee_costs_quick_prints_every_variant() -> None:
+    backends = ["sqlite"] + (["postgresql"] if os.environ.get("CONSENT_TEST_POSTGRES_URL") else [])
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "guarantee_costs.py"),
+            "--quick",
+            "--backends",
+            ",".join(backends),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("|")][2:]
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+    for backend in backends:
+        for path, extra in (
+            ("decisions", "without the emergency-access read"),
+            ("creates", "without the version's audit entry"),
+        ):
+            variants = {c[2]: c for c in cells if (c[0], c[1]) == (backend, path)}
+            assert {"bare app", "service", extra} <= set(variants)
+            assert variants["service"][5] == "+0.00"
+            assert all(float(c[3]) > 0 and float(c[4]) > 0 for c in variants.values())
