@@ -8,8 +8,11 @@ A ``publish`` call is one round: send every message, wait until each one is
 acknowledged or failed (bounded by the producer's delivery timeout), and say
 which. The relay marks rows published from that answer only. After a failed
 round the producer is thrown away: a fresh one starts without stale records
-in its buffer and with a new idempotent producer id, so nothing from the
-failed round can reach the broker later, behind the relay's back.
+in its buffer and with a new idempotent producer id. Records the old one
+still had in flight when it was dropped (its close cannot cancel them) may
+reach the broker later, as byte-identical duplicates of rows the relay sends
+again: same ``ce_id``, a version consumers already hold, so they change
+nothing (the kit ignores a version not newer than its own).
 """
 
 from __future__ import annotations
