@@ -4,9 +4,10 @@ Throughput under wrk says how far the service is from the bare baseline, not
 where the difference goes. This script answers that: it drives the service
 and the bare app (``bare_app.py``) through Flask's test client on the same
 database, and runs the service again with one piece switched off at a time
-(the request's audit entry, the JSON access line, the emergency-access read,
-the version's audit entry, the outbox event) or made to work harder (the API
-key verified on every request, ``CONSENT_API_KEY_CACHE_MS=0``). Each row is
+(the request's audit entry, the JSON access line, the emergency accesses
+read with a decision's consents, the version's audit entry, the outbox
+event) or made to work harder (the API key verified on every request,
+``CONSENT_API_KEY_CACHE_MS=0``). Each row is
 the CPU time and the wall time per request, median of ``--rounds``; the
 difference with the "service" row is what that piece costs. CPU time counts
 every thread of the process (the audit batch writer's included); wall time
@@ -45,6 +46,7 @@ import scratch
 from consent_service import create_app
 from consent_service.config import Settings
 from consent_service.db.session import Database
+from consent_service.services import decisions
 from consent_service.services.clients import SCOPES, create_client
 from consent_service.timefmt import utcnow
 
@@ -93,8 +95,8 @@ COMMON: list[Variant] = [
 DECISIONS: list[Variant] = [
     *COMMON,
     (
-        "without the emergency-access read",
-        [("consent_service.services.decisions.access_windows", lambda *a, **k: [])],
+        "without the emergency accesses in the decision statement",
+        [("consent_service.services.decisions._CURRENT", decisions._CURRENT.selects[0])],
         {},
     ),
 ]

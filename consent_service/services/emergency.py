@@ -112,18 +112,29 @@ def list_emergency_accesses(
     )
 
 
+# An access as (id, from, until): open at an instant in [from, until).
+Window = tuple[str, datetime, datetime]
+
+
+def window(
+    access_id: str, opened_at: datetime, expires_at: datetime, closed_at: datetime | None
+) -> Window:
+    """The instants an access was open: from its opening to its expiry or its closing."""
+    return (access_id, opened_at, min(expires_at, closed_at or expires_at))
+
+
 def access_windows(
     connection: Connection, *, organization: str, pair: tuple[str, str]
-) -> list[tuple[str, datetime, datetime]]:
-    """A (patient, practitioner) pair's accesses as (id, from, until), for ``open_at``."""
+) -> list[Window]:
+    """A (patient, practitioner) pair's accesses, for ``open_at``."""
     parameters = {"organization": organization, "patient_id": pair[0], "practitioner_id": pair[1]}
     return [
-        (row.id, row.opened_at, min(row.expires_at, row.closed_at or row.expires_at))
+        window(row.id, row.opened_at, row.expires_at, row.closed_at)
         for row in connection.execute(_FOR_PAIR, parameters)
     ]
 
 
-def open_at(windows: list[tuple[str, datetime, datetime]], at: datetime) -> str | None:
+def open_at(windows: list[Window], at: datetime) -> str | None:
     """The id of the access open at ``at`` among ``windows`` (the latest opened), or None."""
     matching = [window for window in windows if window[1] <= at < window[2]]
     return max(matching, key=lambda window: (window[1], window[0]))[0] if matching else None

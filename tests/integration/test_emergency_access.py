@@ -103,6 +103,15 @@ def test_an_open_access_permits_over_a_deny_until_it_ends(
         "/v1/decisions:batch",
         json={
             "checks": [
+                # At an instant inside the window, then now, for the same pair:
+                # the access is found by either read.
+                {
+                    "patient_id": patient,
+                    "practitioner_id": PRACTITIONER,
+                    "category": "radiographs",
+                    "purpose": "care-coordination",
+                    "at": wire(expires - timedelta(minutes=1)),
+                },
                 {
                     "patient_id": patient,
                     "practitioner_id": PRACTITIONER,
@@ -119,7 +128,11 @@ def test_an_open_access_permits_over_a_deny_until_it_ends(
         },
         headers=auth,
     ).get_json()["results"]
-    assert [result["reason"] for result in batch] == ["emergency-access", "no-consent"]
+    assert [result["reason"] for result in batch] == [
+        "emergency-access",
+        "emergency-access",
+        "no-consent",
+    ]
     # Past its end, and before it opened, the access answers nothing.
     later = _decide(client, auth, patient, at=wire(expires + timedelta(seconds=1)))
     earlier = _decide(client, auth, patient, at=wire(utcnow() - timedelta(hours=1)))
@@ -154,7 +167,7 @@ def test_an_open_access_permits_over_a_deny_until_it_ends(
         for action, objects in _audit(database, "decision")
         if objects.get("emergency_access_id") == access["id"]
     ]
-    assert len(used) == 2  # the single decision and the batch's first question
+    assert len(used) == 3  # the single decision and the batch's first two questions
 
 
 def test_the_expiry_pass_closes_it_at_its_end_and_writes_its_event(
