@@ -18,7 +18,8 @@ SELECT, creates >= 0.6 of the bare insert, the 1M figure within 1.2 of the
 PostgreSQL runs when ``--postgres-url`` (or ``CONSENT_BENCH_POSTGRES_URL``,
 else ``CONSENT_TEST_POSTGRES_URL``) names a server; the benchmark creates
 its own databases there (``consent_bench_<size>_<schema hash>``) and keeps
-them seeded between runs.
+them seeded between runs. Writes a results file (``results.py``) with every
+ratio; ``report.py`` turns the newest full run into the READMEs' tables.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import load
+import results
 import seed
 from sqlalchemy import Engine
 
@@ -78,7 +80,7 @@ class Target:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    results: dict[tuple[str, int, str, str], list[load.Result]] = defaultdict(list)
+    measured: dict[tuple[str, int, str, str], list[load.Result]] = defaultdict(list)
     print(
         f"{available_cpus()} CPUs, gunicorn {args.worker_class} x{args.workers}, "
         f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, "
@@ -87,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     for backend in args.backends:
         with _targets(args, backend) as targets:
-            _measure(args, targets, results)
+            _measure(args, targets, measured)
     print()
-    print(render_table(results, args.backends, args.sizes))
+    print(render_table(measured, args.backends, args.sizes))
+    path = results_run(measured, args).save(args.results_dir)
+    print(f"\nresults file: {path}")
     return 0
 
 
@@ -118,6 +122,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "consent-bench"
     )
+    results.add_arguments(parser, quick=False)
     args = parser.parse_args(argv)
     quick = args.quick
     args.sizes = args.sizes or ([500, 2_000] if quick else [10_000, 1_000_000])
@@ -273,7 +278,7 @@ def _preflight(target: Target, token: str) -> None:
 def _measure(
     args: argparse.Namespace,
     targets: list[Target],
-    results: dict[tuple[str, int, str, str], list[load.Result]],
+    measured: dict[tuple[str, int, str, str], list[load.Result]],
 ) -> None:
     """Warm every server up, then run the rounds, alternating which goes first."""
 
@@ -305,7 +310,7 @@ def _measure(
             for target in sizes:
                 for which in order:
                     result = one(target, path, which, args.duration)
-                    results[(target.backend, target.size, path, which)].append(result)
+                    measured[(target.backend, target.size, path, which)].append(result)
                     print(
                         f"  round {round_number + 1} {target.backend} {_label(target.size)} "
                         f"{path} {which}: {result.per_second:,.0f}/s "
@@ -314,49 +319,119 @@ def _measure(
                     )
 
 
+@dataclass(frozen=True)
+class Summary:
+    """One database, size and path: medians over rounds, and ratios of paired rounds."""
+
+    backend: str
+    size: int
+    path: str
+    service: list[load.Result]
+    bare: list[load.Result]
+    ratio: float
+    # Larger size over smaller, for the larger size only.
+    scaling: float | None
+
+
+def summarize(
+    measured: dict[tuple[str, int, str, str], list[load.Result]],
+    backends: list[str],
+    sizes: list[int],
+) -> list[Summary]:
+    small, large = min(sizes), max(sizes)
+    summaries = []
+    for backend in backends:
+        for size in sorted(sizes):
+            for path in TARGETS:
+                service = measured[(backend, size, path, "service")]
+                bare = measured[(backend, size, path, "bare")]
+                ratio = statistics.median(
+                    s.per_second / b.per_second for s, b in zip(service, bare, strict=True)
+                )
+                scaling = None
+                if size == large and large != small:
+                    baseline = measured[(backend, small, path, "service")]
+                    scaling = statistics.median(
+                        big.per_second / little.per_second
+                        for big, little in zip(service, baseline, strict=True)
+                    )
+                summaries.append(Summary(backend, size, path, service, bare, ratio, scaling))
+    return summaries
+
+
 def render_table(
-    results: dict[tuple[str, int, str, str], list[load.Result]],
+    measured: dict[tuple[str, int, str, str], list[load.Result]],
     backends: list[str],
     sizes: list[int],
 ) -> str:
     """The markdown table: medians, ratios of paired rounds, verdicts."""
-    small, large = min(sizes), max(sizes)
-    size_header = f"{_label(large)} / {_label(small)}"
+    size_header = f"{_label(max(sizes))} / {_label(min(sizes))}"
     lines = [
         f"| database | consents | path | service /s | bare /s | service / bare (target) "
         f"| service p50 / p99 ms | bare p50 / p99 ms | {size_header} (within {SIZE_TOLERANCE}) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for backend in backends:
-        for size in sorted(sizes):
-            for path, target in TARGETS.items():
-                service = results[(backend, size, path, "service")]
-                bare = results[(backend, size, path, "bare")]
-                ratio = statistics.median(
-                    s.per_second / b.per_second for s, b in zip(service, bare, strict=True)
-                )
-                scaling = "—"
-                if size == large and large != small:
-                    baseline = results[(backend, small, path, "service")]
-                    factor = statistics.median(
-                        big.per_second / little.per_second
-                        for big, little in zip(service, baseline, strict=True)
-                    )
-                    within = 1 / SIZE_TOLERANCE <= factor <= SIZE_TOLERANCE
-                    scaling = f"{factor:.2f} {'ok' if within else 'MISS'}"
-                lines.append(
-                    f"| {backend} | {_label(size)} | {path} "
-                    f"| {_median(service, 'per_second'):,.0f} | {_median(bare, 'per_second'):,.0f} "
-                    f"| {ratio:.2f} (≥ {target}) {'ok' if ratio >= target else 'MISS'} "
-                    f"| {_median(service, 'p50_ms'):.1f} / {_median(service, 'p99_ms'):.1f} "
-                    f"| {_median(bare, 'p50_ms'):.1f} / {_median(bare, 'p99_ms'):.1f} "
-                    f"| {scaling} |"
-                )
+    for row in summarize(measured, backends, sizes):
+        target = TARGETS[row.path]
+        scaling = "—"
+        if row.scaling is not None:
+            within = 1 / SIZE_TOLERANCE <= row.scaling <= SIZE_TOLERANCE
+            scaling = f"{row.scaling:.2f} {'ok' if within else 'MISS'}"
+        lines.append(
+            f"| {row.backend} | {_label(row.size)} | {row.path} "
+            f"| {_median(row.service, 'per_second'):,.0f} "
+            f"| {_median(row.bare, 'per_second'):,.0f} "
+            f"| {row.ratio:.2f} (≥ {target}) {'ok' if row.ratio >= target else 'MISS'} "
+            f"| {_median(row.service, 'p50_ms'):.1f} / {_median(row.service, 'p99_ms'):.1f} "
+            f"| {_median(row.bare, 'p50_ms'):.1f} / {_median(row.bare, 'p99_ms'):.1f} "
+            f"| {scaling} |"
+        )
     return "\n".join(lines)
 
 
-def _median(results: list[load.Result], field: str) -> float:
-    return statistics.median(getattr(result, field) for result in results)
+def results_run(
+    measured: dict[tuple[str, int, str, str], list[load.Result]], args: argparse.Namespace
+) -> results.Run:
+    """The run's results file: each ratio with its target, the figures behind it in detail."""
+    run = results.Run(
+        "api_throughput",
+        quick=args.quick,
+        settings={
+            "sizes": args.sizes,
+            "rounds": args.rounds,
+            "duration_s": args.duration,
+            "workers": args.workers,
+            "worker_class": args.worker_class,
+            "wrk": f"-t{args.threads} -c{args.connections}",
+        },
+    )
+    bare_names = {"decisions": "bare select", "creates": "bare insert"}
+    for row in summarize(measured, args.backends, args.sizes):
+        service_rate = _median(row.service, "per_second")
+        run.add(
+            f"{row.path} / {bare_names[row.path]}, {_label(row.size)} consents",
+            row.ratio,
+            target=f">= {TARGETS[row.path]}",
+            database=row.backend,
+            detail=(
+                f"{service_rate:,.0f} / {_median(row.bare, 'per_second'):,.0f} per s, "
+                f"p99 {_median(row.service, 'p99_ms'):.0f} / {_median(row.bare, 'p99_ms'):.0f} ms"
+            ),
+        )
+        if row.scaling is not None:
+            # "Within 1.2" is two-sided; only the slow side is a regression.
+            run.add(
+                f"{row.path} {_label(max(args.sizes))} / {_label(min(args.sizes))}",
+                row.scaling,
+                target=f">= {1 / SIZE_TOLERANCE:.2f}",
+                database=row.backend,
+                detail=f"{service_rate:,.0f} per s at {_label(row.size)}",
+            )
+    return run
+
+
+def _median(figures: list[load.Result], field: str) -> float:
+    return statistics.median(getattr(result, field) for result in figures)
 
 
 def _label(size: int) -> str:
