@@ -100,7 +100,7 @@ class Settings:
     kafka_sasl_password: str | None = field(default=None, repr=False)
     kafka_ssl_cafile: str | None = None
     relay_metrics_port: int = 9102
-    audit_batch_ms: int = 5
+    audit_batch_ms: int = 25
     api_key_cache_ms: int = 1000
     # None: only API keys authenticate.
     oidc: OidcSettings | None = None

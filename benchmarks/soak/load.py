@@ -53,7 +53,13 @@ class Answer:
 
 
 class Connections:
-    """One keep-alive connection per instance, for one thread; reconnects after a failure."""
+    """One keep-alive connection per instance, for one thread; reconnects after a failure.
+
+    A server closes an idle keep-alive connection after its timeout; a request
+    sent on it just then fails before any answer. A GET is then sent once more
+    on a fresh connection, as HTTP clients do for idempotent requests; other
+    methods count as failed (the server may have acted on them).
+    """
 
     def __init__(self, base_urls: Sequence[str], timeout: float) -> None:
         self._targets = [urllib.parse.urlsplit(url) for url in base_urls]
@@ -63,11 +69,20 @@ class Connections:
     def request(
         self, index: int, method: str, path: str, body: bytes | None, headers: dict[str, str]
     ) -> Answer:
+        reused = index in self._open
+        answer = self._send(index, method, path, body, headers)
+        if answer.status == 0 and reused and method == "GET":
+            answer = self._send(index, method, path, body, headers)
+        return answer
+
+    def _send(
+        self, index: int, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> Answer:
         target = self._targets[index]
         connection = self._open.get(index)
         if connection is None:
             connection = http.client.HTTPConnection(
-                target.hostname, target.port, timeout=self._timeout
+                target.hostname or "127.0.0.1", target.port, timeout=self._timeout
             )
             self._open[index] = connection
         try:

@@ -22,7 +22,7 @@ from email.utils import format_datetime, make_msgid
 from html import escape
 
 from consent_service.mail.texts import TEXTS
-from consent_service.web.i18n import category_words, format_moment, purpose_words
+from consent_service.wording import category_words, format_moment, purpose_words
 
 
 @dataclass(frozen=True)

@@ -1,81 +1,14 @@
 """Words of the patient form in French (the default) and English.
 
 A plain catalogue rather than gettext: two languages, a few dozen short
-messages, and every one must exist in both (a test checks). Dates are shown
-in Paris time, since the patients are in France and a date in UTC could be
-off by a day around midnight.
+messages, and every one must exist in both (a test checks). The words of
+categories, purposes and dates, which the emails use too, are in
+``consent_service.wording``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-try:
-    LOCAL_TIME: tzinfo = ZoneInfo("Europe/Paris")
-except ZoneInfoNotFoundError:  # a system without tz data still renders, in UTC
-    LOCAL_TIME = UTC
-
-MONTHS = {
-    "fr": (
-        "janvier", "février", "mars", "avril", "mai", "juin",
-        "juillet", "août", "septembre", "octobre", "novembre", "décembre",
-    ),
-    "en": (
-        "January", "February", "March", "April", "May", "June",
-        "July", "August", "September", "October", "November", "December",
-    ),
-}  # fmt: skip
-
-# (label, plain-words explanation) of the default vocabularies. A word an
-# operator added to CONSENT_CATEGORIES / CONSENT_PURPOSES is shown as is.
-CATEGORIES = {
-    "fr": {
-        "identity": ("Votre identité", "nom, date de naissance, coordonnées"),
-        "medical-history": ("Vos antécédents médicaux", "maladies, traitements, allergies"),
-        "dental-chart": ("Votre schéma dentaire", "l'état de chacune de vos dents"),
-        "radiographs": ("Vos radiographies", "radios et autres images de vos dents"),
-        "treatment-plan": ("Votre plan de traitement", "les soins prévus et leur devis"),
-        "prescriptions": ("Vos ordonnances", "médicaments et soins prescrits"),
-        "billing": ("Votre facturation", "factures et remboursements"),
-    },
-    "en": {
-        "identity": ("Your identity", "name, date of birth, contact details"),
-        "medical-history": ("Your medical history", "illnesses, treatments, allergies"),
-        "dental-chart": ("Your dental chart", "the state of each of your teeth"),
-        "radiographs": ("Your X-rays", "X-rays and other images of your teeth"),
-        "treatment-plan": ("Your treatment plan", "the planned care and its quote"),
-        "prescriptions": ("Your prescriptions", "medicines and care prescribed"),
-        "billing": ("Your billing", "invoices and reimbursements"),
-    },
-}
-PURPOSES = {
-    "fr": {
-        "care-coordination": (
-            "Coordonner vos soins",
-            "pour que les professionnels qui vous soignent travaillent ensemble",
-        ),
-        "referral": ("Vous adresser à un confrère", "pour qu'un autre professionnel vous soigne"),
-        "second-opinion": (
-            "Demander un deuxième avis",
-            "pour qu'un autre professionnel donne son avis sur votre situation",
-        ),
-        "emergency": ("Vous soigner en urgence", "en cas d'urgence uniquement"),
-    },
-    "en": {
-        "care-coordination": (
-            "Coordinating your care",
-            "so that the professionals treating you work together",
-        ),
-        "referral": ("Referring you to a colleague", "so that another professional treats you"),
-        "second-opinion": (
-            "Getting a second opinion",
-            "so that another professional gives their view on your situation",
-        ),
-        "emergency": ("Treating you in an emergency", "in an emergency only"),
-    },
-}
 
 MESSAGES: dict[str, dict[str, str]] = {
     "fr": {
@@ -239,7 +172,6 @@ MESSAGES: dict[str, dict[str, str]] = {
             "Réessayez dans quelques minutes. Si le problème continue, contactez le cabinet "
             "qui vous a envoyé le lien."
         ),
-        "time_at": "{date} à {time}",
         "receipt_done": "Retrait pris en compte par {applied} logiciels sur {total} le {moment}.",
         "receipt_done_one": "Retrait pris en compte par le logiciel du cabinet le {moment}.",
         "receipt_pending": (
@@ -395,7 +327,6 @@ MESSAGES: dict[str, dict[str, str]] = {
             "Try again in a few minutes. If the problem goes on, contact the practice that "
             "sent you the link."
         ),
-        "time_at": "{date} at {time} (Paris time)",
         "receipt_done": (
             "Withdrawal applied by {applied} of {total} software systems of the practice on "
             "{moment}."
@@ -418,28 +349,3 @@ def translator(language: str) -> Translate:
         return messages[key].format(**values) if values else messages[key]
 
     return translate
-
-
-def category_words(language: str, category: str) -> tuple[str, str | None]:
-    """Label and explanation of a data category, in plain words."""
-    label, explanation = CATEGORIES[language].get(category, (category, None))
-    return label, explanation
-
-
-def purpose_words(language: str, purpose: str) -> tuple[str, str | None]:
-    """Label and explanation of a purpose, in plain words."""
-    label, explanation = PURPOSES[language].get(purpose, (purpose, None))
-    return label, explanation
-
-
-def format_date(language: str, value: datetime) -> str:
-    """``12 mars 2027`` / ``12 March 2027`` in Paris time."""
-    local = value.astimezone(LOCAL_TIME)
-    return f"{local.day} {MONTHS[language][local.month - 1]} {local.year}"
-
-
-def format_moment(language: str, value: datetime) -> str:
-    """A date and a time of day in Paris time, e.g. a deadline to answer."""
-    local = value.astimezone(LOCAL_TIME)
-    clock = f"{local.hour} h {local.minute:02d}" if language == "fr" else f"{local:%H:%M}"
-    return MESSAGES[language]["time_at"].format(date=format_date(language, value), time=clock)

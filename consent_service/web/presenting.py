@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from consent_service import wording
 from consent_service.db.request_models import ConsentRequest
 from consent_service.web import i18n
 
@@ -22,7 +23,7 @@ def duration(lang: str, consent_request: ConsentRequest) -> str:
     if consent_request.valid_for_days is not None:
         return t("for_days", days=str(consent_request.valid_for_days))
     if consent_request.valid_until is not None:
-        return t("until_date", date=i18n.format_date(lang, consent_request.valid_until))
+        return t("until_date", date=wording.format_date(lang, consent_request.valid_until))
     return t("no_end")
 
 
@@ -36,9 +37,9 @@ def consent_view(lang: str, consent: dict[str, Any], names: Names) -> dict[str, 
     """What the "my consents" page shows of one consent."""
     t = i18n.translator(lang)
     name, profession = names.get(consent["practitioner_id"], (consent["practitioner_id"], None))
-    start = i18n.format_date(lang, _instant(consent["valid_from"]))
+    start = wording.format_date(lang, _instant(consent["valid_from"]))
     if consent["valid_until"]:
-        end = i18n.format_date(lang, _instant(consent["valid_until"]))
+        end = wording.format_date(lang, _instant(consent["valid_until"]))
         period = t("period_bounded", start=start, end=end)
     else:
         period = t("period_open", start=start)
@@ -46,8 +47,8 @@ def consent_view(lang: str, consent: dict[str, Any], names: Names) -> dict[str, 
         "id": consent["id"],
         "practitioner": name,
         "profession": profession,
-        "categories": words(lang, i18n.category_words, consent["categories"]),
-        "purposes": words(lang, i18n.purpose_words, consent["purposes"]),
+        "categories": words(lang, wording.category_words, consent["categories"]),
+        "purposes": words(lang, wording.purpose_words, consent["purposes"]),
         "period": period,
         "status": consent["status"],
         "is_refusal": consent["decision"] == "deny",
@@ -63,8 +64,8 @@ def emergency_view(lang: str, access: dict[str, Any], names: Names) -> dict[str,
         "id": access["id"],
         "practitioner": name,
         "profession": profession,
-        "opened": i18n.format_moment(lang, _instant(access["opened_at"])),
-        "until": i18n.format_moment(lang, _instant(until)),
+        "opened": wording.format_moment(lang, _instant(access["opened_at"])),
+        "until": wording.format_moment(lang, _instant(until)),
         "justification": access["justification"],
         "status": access["status"],
     }

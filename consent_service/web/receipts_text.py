@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from consent_service import wording
 from consent_service.services.receipts import withdrawal_receipts
 from consent_service.web import i18n
 
@@ -33,7 +34,7 @@ def withdrawal_texts(
                 "receipt_done" if receipt.applied > 1 else "receipt_done_one",
                 applied=receipt.applied,
                 total=receipt.total,
-                moment=i18n.format_moment(language, receipt.applied_at),
+                moment=wording.format_moment(language, receipt.applied_at),
             )
         else:
             texts[consent_id] = t("receipt_pending", applied=receipt.applied, total=receipt.total)

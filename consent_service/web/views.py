@@ -30,6 +30,7 @@ from flask import (
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
+from consent_service import wording
 from consent_service.audit import form_trail as audit_trail
 from consent_service.db.request_models import ConsentRequest
 from consent_service.http.context import state
@@ -157,10 +158,10 @@ def _show_form(
         token=token,
         code_proof=code_proof,
         csrf=csrf_token(_keys()),
-        deadline=i18n.format_moment(g.lang, consent_request.expires_at),
+        deadline=wording.format_moment(g.lang, consent_request.expires_at),
         duration=presenting.duration(g.lang, consent_request),
-        categories=presenting.words(g.lang, i18n.category_words, consent_request.categories),
-        purposes=presenting.words(g.lang, i18n.purpose_words, consent_request.purposes),
+        categories=presenting.words(g.lang, wording.category_words, consent_request.categories),
+        purposes=presenting.words(g.lang, wording.purpose_words, consent_request.purposes),
     )
 
 

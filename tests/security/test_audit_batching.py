@@ -366,7 +366,9 @@ def test_gunicorn_workers_append_their_pending_entries_on_sigterm(tmp_path: Path
     assert count() == 6
 
 
-@pytest.mark.parametrize(("value", "expected"), [(None, 5), ("0", 0), ("20", 20), (" 1000 ", 1000)])
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, 25), ("0", 0), ("20", 20), (" 1000 ", 1000)]
+)
 def test_the_batch_window_setting(value: str | None, expected: int) -> None:
     env = {} if value is None else {"CONSENT_AUDIT_BATCH_MS": value}
     assert Settings.from_env(env).audit_batch_ms == expected

@@ -110,6 +110,10 @@ def test_the_fhir_face_takes_only_the_v1_schemas_from_api() -> None:
     }
 
 
+def test_mail_takes_its_words_from_wording_not_from_the_web_form() -> None:
+    assert offenders(["consent_service.mail"], ["consent_service.web", "consent_service.api"]) == []
+
+
 def test_the_shared_http_layer_and_audit_import_no_face() -> None:
     faces = ["consent_service.api", "consent_service.web", "consent_service.fhir"]
     assert offenders(["consent_service.http"], faces) == []

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from consent_service import wording
 from consent_service.db.request_models import PolicyText
 from consent_service.services.requests import evidence_ref
 from consent_service.web import i18n
@@ -18,8 +19,8 @@ ERROR_KINDS = ("tampered", "expired", "answered", "answered_late", "not_active",
 
 def test_both_languages_have_every_message_and_word() -> None:
     assert set(i18n.MESSAGES["fr"]) == set(i18n.MESSAGES["en"])
-    assert set(i18n.CATEGORIES["fr"]) == set(i18n.CATEGORIES["en"])
-    assert set(i18n.PURPOSES["fr"]) == set(i18n.PURPOSES["en"])
+    assert set(wording.CATEGORIES["fr"]) == set(wording.CATEGORIES["en"])
+    assert set(wording.PURPOSES["fr"]) == set(wording.PURPOSES["en"])
     for kind in ERROR_KINDS:
         for part in ("title", "body", "next"):
             assert f"error_{kind}_{part}" in i18n.MESSAGES["fr"]
@@ -34,11 +35,11 @@ def test_every_message_key_used_by_a_template_exists() -> None:
 
 def test_dates_in_paris_time_and_plain_words() -> None:
     late_evening_utc = datetime(2027, 3, 11, 23, 30, tzinfo=UTC)
-    assert i18n.format_date("fr", late_evening_utc) == "12 mars 2027"
-    assert i18n.format_date("en", late_evening_utc) == "12 March 2027"
-    assert i18n.format_moment("fr", late_evening_utc) == "12 mars 2027 à 0 h 30"
-    assert i18n.category_words("en", "radiographs")[0] == "Your X-rays"
-    assert i18n.purpose_words("fr", "custom-purpose") == ("custom-purpose", None)
+    assert wording.format_date("fr", late_evening_utc) == "12 mars 2027"
+    assert wording.format_date("en", late_evening_utc) == "12 March 2027"
+    assert wording.format_moment("fr", late_evening_utc) == "12 mars 2027 à 0 h 30"
+    assert wording.category_words("en", "radiographs")[0] == "Your X-rays"
+    assert wording.purpose_words("fr", "custom-purpose") == ("custom-purpose", None)
 
 
 def test_evidence_fits_its_column_at_the_longest() -> None:
