@@ -13,7 +13,7 @@ from consent_service.audit import writer as audit_writer
 from consent_service.db.audit_models import AuditEntry
 from consent_service.db.models import OutboxEvent
 from consent_service.db.session import Database
-from consent_service.web.i18n import format_moment
+from consent_service.wording import format_moment
 from tests.conftest import consent_body
 from tests.web.conftest import Ask, forms, local
 
