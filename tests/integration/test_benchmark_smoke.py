@@ -3,7 +3,9 @@
 It seeds small databases, starts the service and the bare baseline under
 gunicorn, loads both with wrk (any non-2xx answer fails the run) and prints
 one markdown row per database, size and path. The figures of a one-second
-run mean nothing; what this guards is that the real run still works.
+run mean nothing; what this guards is that the real run still works. The
+API benchmark's smoke run is part of the fast set (about a minute): it is
+the regression guard of the hot path's measurement.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_quick_benchmark_prints_the_table(tmp_path: Path) -> None:
     if shutil.which("wrk") is None:
