@@ -55,20 +55,27 @@ class Answer:
 class Connections:
     """One keep-alive connection per instance, for one thread; reconnects after a failure.
 
-    A server closes an idle keep-alive connection after its timeout; a request
-    sent on it just then fails before any answer. A GET is then sent once more
-    on a fresh connection, as HTTP clients do for idempotent requests; other
-    methods count as failed (the server may have acted on them).
+    A server closes an idle keep-alive connection after its timeout (the
+    service's gunicorn ``keepalive``, 5 s); a request sent on it just then
+    fails before any answer. So a connection idle for ``REUSE_IDLE_S`` is not
+    reused, as browsers and pooling clients do, and a GET that still fails on
+    a reused connection is sent once more on a fresh one; other methods count
+    as failed (the server may have acted on them).
     """
+
+    REUSE_IDLE_S = 2.0
 
     def __init__(self, base_urls: Sequence[str], timeout: float) -> None:
         self._targets = [urllib.parse.urlsplit(url) for url in base_urls]
         self._open: dict[int, http.client.HTTPConnection] = {}
+        self._last_used: dict[int, float] = {}
         self._timeout = timeout
 
     def request(
         self, index: int, method: str, path: str, body: bytes | None, headers: dict[str, str]
     ) -> Answer:
+        if time.monotonic() - self._last_used.get(index, 0.0) > self.REUSE_IDLE_S:
+            self._drop(index)
         reused = index in self._open
         answer = self._send(index, method, path, body, headers)
         if answer.status == 0 and reused and method == "GET":
@@ -89,6 +96,7 @@ class Connections:
             connection.request(method, path, body=body, headers=headers)
             response = connection.getresponse()
             payload = response.read()
+            self._last_used[index] = time.monotonic()
             if response.getheader("Connection", "").lower() == "close":
                 self._drop(index)
             return Answer(
