@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, literal_column, null, select, union_all
+from sqlalchemy import Connection, literal_column, null, select, union_all
 
 from consent_service.db.emergency_models import EmergencyAccess
 from consent_service.db.models import Consent, ConsentVersion
 from consent_service.services.emergency import Window, access_windows, open_at, window
+from consent_service.services.pair_filter import pair_clause
 from consent_service.services.rules import EMERGENCY_ACCESS, Outcome, decide
 
 _consents = Consent.__table__
@@ -46,9 +47,7 @@ _CURRENT = union_all(
         _consents.c.valid_until,
         _consents.c.updated_at.label("recorded_at"),
     ).where(
-        _consents.c.organization == bindparam("organization"),
-        _consents.c.patient_id == bindparam("patient_id"),
-        _consents.c.practitioner_id == bindparam("practitioner_id"),
+        pair_clause(_consents),
     ),
     select(
         literal_column("'access'"),
@@ -62,9 +61,7 @@ _CURRENT = union_all(
         _accesses.c.expires_at,
         _accesses.c.closed_at,
     ).where(
-        _accesses.c.organization == bindparam("organization"),
-        _accesses.c.patient_id == bindparam("patient_id"),
-        _accesses.c.practitioner_id == bindparam("practitioner_id"),
+        pair_clause(_accesses),
     ),
 )
 _HISTORY = (
@@ -80,9 +77,7 @@ _HISTORY = (
         _versions.c.recorded_at,
     )
     .where(
-        _versions.c.organization == bindparam("organization"),
-        _versions.c.patient_id == bindparam("patient_id"),
-        _versions.c.practitioner_id == bindparam("practitioner_id"),
+        pair_clause(_versions),
     )
     .order_by(_versions.c.consent_id, _versions.c.version)
 )

@@ -14,7 +14,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
 from consent_service.audit.chain import Record, append_in_session, current_context
@@ -22,6 +22,7 @@ from consent_service.db.emergency_models import EmergencyAccess
 from consent_service.outbox.writer import EMERGENCY_ACCESS, add_typed_event
 from consent_service.services.consents import Actor
 from consent_service.services.errors import Conflict, NotFound
+from consent_service.services.pair_filter import pair_clause
 from consent_service.timefmt import format_instant
 
 EXPIRY_ACTOR = "system:expiry"
@@ -34,9 +35,7 @@ _FOR_PAIR = select(
     _accesses.c.expires_at,
     _accesses.c.closed_at,
 ).where(
-    _accesses.c.organization == bindparam("organization"),
-    _accesses.c.patient_id == bindparam("patient_id"),
-    _accesses.c.practitioner_id == bindparam("practitioner_id"),
+    pair_clause(_accesses),
 )
 
 
