@@ -149,9 +149,19 @@ class Proxy:
 
 
 def _abort(sock: socket.socket) -> None:
-    """Close with a TCP reset (linger 0), as a crashed peer or a firewall would."""
+    """Close with a TCP reset (linger 0), as a crashed peer or a firewall would.
+
+    ``close()`` alone does not do it while a pump thread is blocked in
+    ``recv()`` on the socket: on Linux that call keeps the socket alive, so
+    no reset goes out and a peer waiting for an answer waits forever (a
+    request in flight at ``cut()`` hung until gunicorn killed its worker).
+    ``shutdown(SHUT_RD)`` wakes the reader without sending anything; the
+    close that follows then releases the socket and sends the reset.
+    """
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
     with contextlib.suppress(OSError):
         sock.close()
 
