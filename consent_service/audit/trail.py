@@ -31,12 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from consent_service import audit
 from consent_service.audit import refusals
 from consent_service.audit.writer import BatchWriter
-from consent_service.db.session import (
-    POSTGRES_CONNECT_TIMEOUT_S,
-    POSTGRES_STATEMENT_TIMEOUT_MS,
-    Database,
-    make_engine,
-)
+from consent_service.db.session import Database, make_engine, postgres_connect_args
 from consent_service.http.context import ServiceState, state
 from consent_service.http.problems import problem
 from consent_service.services.clients import AuthResult
@@ -223,7 +218,6 @@ def _make_audit_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    options = f"-c statement_timeout={POSTGRES_STATEMENT_TIMEOUT_MS} -c synchronous_commit=off"
     return create_engine(
         url,
         isolation_level="AUTOCOMMIT",
@@ -231,7 +225,7 @@ def _make_audit_engine(url: str) -> Engine:
         pool_size=2,
         max_overflow=8,
         pool_timeout=5,
-        connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S, "options": options},
+        connect_args=postgres_connect_args("synchronous_commit=off"),
     )
 
 

@@ -21,6 +21,11 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_CACHE_KIB = 32_768
 POSTGRES_CONNECT_TIMEOUT_S = 5
 POSTGRES_STATEMENT_TIMEOUT_MS = 10_000
+# A silent network path (a vanished host, a firewall dropping packets) is
+# noticed after about 10 s: keepalive probes start after 5 s of silence and
+# the kernel gives up on unanswered probes or unacknowledged data at 10 s.
+# The worker then answers 503 instead of waiting until gunicorn kills it (30 s).
+POSTGRES_SILENCE_LIMIT_MS = 10_000
 # An idle connection older than this is pinged on checkout (a round trip);
 # a younger one only has its socket looked at (no round trip).
 POSTGRES_PING_AFTER_IDLE_S = 30.0
@@ -36,18 +41,39 @@ def make_engine(url: str, **overrides: Any) -> Engine:
         )
         _tune_sqlite(engine)
         return engine
-    options = f"-c statement_timeout={POSTGRES_STATEMENT_TIMEOUT_MS}"
     engine = create_engine(
         url,
         pool_size=5,
         max_overflow=5,
         pool_timeout=5,
-        connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S, "options": options},
+        connect_args=postgres_connect_args(),
         **overrides,
     )
     if not overrides.get("pool_pre_ping"):
         _check_postgres_on_checkout(engine)
     return engine
+
+
+def postgres_connect_args(*settings: str) -> dict[str, Any]:
+    """libpq parameters every PostgreSQL connection of the service uses.
+
+    ``settings`` are extra server settings (``name=value``) for the session.
+    The statement timeout bounds work the server does; the keepalives and
+    ``tcp_user_timeout`` bound a server that stops answering altogether.
+    """
+    options = " ".join(
+        f"-c {setting}"
+        for setting in (f"statement_timeout={POSTGRES_STATEMENT_TIMEOUT_MS}", *settings)
+    )
+    return {
+        "connect_timeout": POSTGRES_CONNECT_TIMEOUT_S,
+        "options": options,
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        "tcp_user_timeout": POSTGRES_SILENCE_LIMIT_MS,
+    }
 
 
 def _check_postgres_on_checkout(engine: Engine) -> None:
