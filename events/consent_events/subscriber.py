@@ -88,6 +88,7 @@ class Subscriber:
         self._last_poll_started: float | None = None
         self._last_state_write = 0.0
         self._reported_caught_up = False
+        self._poll_failing = False
 
     # Lifecycle -----------------------------------------------------------
 
@@ -146,7 +147,14 @@ class Subscriber:
         if consumer is None:
             raise RuntimeError("call start() before poll_once()")
         started = time.time()
-        records = consumer.poll(timeout_ms=timeout_ms)
+        try:
+            records = consumer.poll(timeout_ms=timeout_ms)
+        except KafkaError as error:
+            self._poll_failed(error, timeout_ms)
+            return []
+        if self._poll_failing:
+            logger.info("the broker answers again")
+            self._poll_failing = False
         lag_events, caught_up = self._backlog(consumer)
         # The fetch answered in this poll may have been sent during the previous one,
         # so only events published before the previous poll started are surely here.
@@ -210,6 +218,20 @@ class Subscriber:
                 logger.warning("waiting for topic %s to exist on the broker", missing)
                 next_notice = now + 30
             time.sleep(0.2)
+
+    def _poll_failed(self, error: KafkaError, timeout_ms: int) -> None:
+        """Wait out a failed poll; the next one reconnects.
+
+        kafka-python 3 lets a lost connection out of ``poll()`` (a coordinator
+        or metadata lookup that found the broker gone). A broker outage must
+        delay events, never stop the subscriber: nothing is recorded, so the
+        view ages and fails closed until polls succeed again. The wait keeps
+        a broker that refuses at once from turning this into a busy loop.
+        """
+        if not self._poll_failing:
+            logger.warning("poll failed, retrying until the broker answers: %s", error)
+            self._poll_failing = True
+        time.sleep(timeout_ms / 1000)
 
     def _backlog(self, consumer: KafkaConsumer) -> tuple[int, bool]:
         """Known backlog in events, and whether every assigned partition is read to its end."""

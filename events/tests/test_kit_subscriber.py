@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
-from kit_helpers import PATIENT, PRACTITIONER, applied, drain, new_id, snapshot, tansu
+from kafka.errors import KafkaConnectionError
+from kit_helpers import PATIENT, PRACTITIONER, applied, drain, new_id, record, snapshot, tansu
+from tests.support.broker import start_broker
 from tests.support.waiting import holds_for, wait_until
 
 from consent_events import ConsentView, StaleViewError, Store, Subscriber
-from consent_events.store import APPLIED, DUPLICATE, HELD, REJECTED, STALE
+from consent_events.store import APPLIED, DUPLICATE, HELD, REJECTED, STALE, Change
 
 
 def _subscriber(store: Store, broker: str, topic: str, group: str, **options) -> Subscriber:
@@ -233,3 +236,115 @@ def test_view_fails_closed_when_the_broker_is_unreachable() -> None:
                 _ask(view)
         finally:
             subscriber.close()
+
+
+def test_a_broker_outage_delays_events_and_never_stops_the_subscriber(caplog) -> None:
+    """The broker goes away between applying a batch and committing its offsets.
+
+    It sits behind a proxy that resets every connection, and every new one,
+    for the outage, as a broker gone from the network does (the soak's
+    fault). The listener must ride it out and apply what is published once
+    the broker is back.
+    """
+    behind = start_broker()
+    topic = "consent.events"
+    admin = KafkaAdminClient(bootstrap_servers=behind.bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=behind.bootstrap, acks="all", linger_ms=0)
+
+    def publish(consent_id: str) -> None:
+        key, value, headers = record(snapshot(consent_id))
+        producer.send(topic, key=key, value=value, headers=headers).get(timeout=15)
+
+    outage = threading.Event()
+
+    def outage_after_apply(_change: Change) -> None:
+        if not outage.is_set():
+            outage.set()
+            behind.proxy.cut()
+
+    before, after = new_id(), new_id()
+    publish(before)
+    store = Store(":memory:")
+    subscriber = _subscriber(
+        store,
+        behind.bootstrap,
+        topic,
+        "g-outage",
+        heartbeat_interval=0.2,
+        probe_timeout_ms=300,
+        on_change=outage_after_apply,
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=subscriber.run, args=(stop,), kwargs={"poll_timeout_ms": 50})
+    try:
+        with caplog.at_level(logging.WARNING, logger="consent_events.subscriber"):
+            thread.start()
+            wait_until(
+                lambda: "does not answer" in caplog.text or "poll failed" in caplog.text,
+                15,
+                "the subscriber to poll on through the outage",
+            )
+        assert store.version_of(before) == 1
+        assert "offset commit failed" in caplog.text
+        behind.proxy.restore()
+        publish(after)
+        wait_until(lambda: store.version_of(after) == 1, 20, "the event after the outage")
+        assert thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        subscriber.close()
+        producer.close()
+        behind.stop()
+
+
+def test_a_poll_that_raises_is_retried_not_fatal(broker, topic, publish, monkeypatch, caplog):
+    """kafka-python 3 can let a lost connection out of poll() (a failed coordinator lookup).
+
+    Found by the soak, where it ended a listener during the broker outage. A
+    real outage raises there only on some timings, so the fault is injected:
+    the consumer's first three polls raise, then it works as before.
+    """
+    consent = new_id()
+    store = Store(":memory:")
+    subscriber = _subscriber(store, broker, topic, "g-raise")
+    consumer = subscriber._consumer
+    real_poll = consumer.poll
+    raised: list[int] = []
+
+    def failing_poll(*args, **kwargs):
+        if len(raised) < 3:
+            raised.append(1)
+            raise KafkaConnectionError("[Errno 104] Connection reset by peer")
+        return real_poll(*args, **kwargs)
+
+    monkeypatch.setattr(consumer, "poll", failing_poll)
+    publish(snapshot(consent))
+    stop = threading.Event()
+    ended: list[Exception] = []
+
+    def run() -> None:
+        try:
+            subscriber.run(stop, poll_timeout_ms=50)
+        except Exception as error:  # noqa: BLE001 -- what ended the listener, asserted below
+            ended.append(error)
+
+    thread = threading.Thread(target=run)
+    try:
+        with caplog.at_level(logging.INFO, logger="consent_events.subscriber"):
+            thread.start()
+            wait_until(
+                lambda: store.version_of(consent) == 1 or not thread.is_alive(),
+                15,
+                "the event after the failed polls",
+            )
+        assert not ended, ended
+        assert store.version_of(consent) == 1 and len(raised) == 3
+        assert caplog.text.count("poll failed") == 1  # once per outage, not once per poll
+        assert "the broker answers again" in caplog.text
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        subscriber.close()
