@@ -81,8 +81,9 @@ def database(backend: str, database_urls: dict[str, str]) -> Iterator[Database]:
         yield db
     finally:
         # Batched audit entries of this test land before the tables are
-        # emptied, not in the next test's.
-        audit_writer.flush(timeout=10)
+        # emptied, not in the next test's. A test whose entries cannot land
+        # (a database it made unreachable) fails here, not every later test.
+        assert audit_writer.flush(timeout=10), "this test left audit entries unappended"
         # The audit engine, writer thread and refusal timer of this database
         # hold connections until collected; close them now, test by test.
         audit_trail.release(db)
