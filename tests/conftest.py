@@ -81,9 +81,8 @@ def database(backend: str, database_urls: dict[str, str]) -> Iterator[Database]:
         yield db
     finally:
         # Batched audit entries of this test land before the tables are
-        # emptied, not in the next test's. A test whose entries cannot land
-        # (a database it made unreachable) fails here, not every later test.
-        assert audit_writer.flush(timeout=10), "this test left audit entries unappended"
+        # emptied, not in the next test's.
+        appended = audit_writer.flush(timeout=10)
         # The audit engine, writer thread and refusal timer of this database
         # hold connections until collected; close them now, test by test.
         audit_trail.release(db)
@@ -92,6 +91,10 @@ def database(backend: str, database_urls: dict[str, str]) -> Iterator[Database]:
             assert_relay_lease_free(db)
         finally:
             db.dispose()
+        # Entries that cannot land (a database the test made unreachable) are
+        # retried for the rest of the session and fail every later flush: the
+        # first failure names the test that left them.
+        assert appended, "this test left audit entries unappended"
 
 
 def assert_relay_lease_free(database: Database) -> None:

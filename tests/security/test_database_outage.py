@@ -114,10 +114,11 @@ def proxied(database: Database, backend: str) -> Iterator[tuple[Proxy, Database]
     proxy.stop()
     proxy.mode = "forward"
     proxy.start()
-    assert audit_writer.flush(timeout=30), "audit entries of the test were not appended"
+    appended = audit_writer.flush(timeout=30)
     audit_trail.release(through)
     proxy.stop()
     through.dispose()
+    assert appended, "audit entries of the test were not appended"
 
 
 def _client(through: Database) -> FlaskClient:
